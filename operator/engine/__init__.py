@@ -1,0 +1,1 @@
+"""plan -> apply -> record -> recover. Fault catalog, selection. No kopf imports."""

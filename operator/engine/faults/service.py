@@ -1,0 +1,184 @@
+"""Service faults: start, terminate, restart, kill, freeze/unfreeze, unplug/plug."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faultline.drivers import network
+from faultline.drivers.services import service_commands
+from faultline.drivers.shell import find_pids, kill_by_marker, pattern_var
+from faultline.engine.faults.base import FaultHandler, deadman_seconds, marker
+from faultline.engine.shell import CommandFailedError, NodeShell
+from faultline.models.config import ServiceConfig
+from faultline.models.errors import ConfigError, UnknownServiceError
+from faultline.models.faults import SERVICE_ACTIONS, FaultKind, FaultSpec
+from faultline.models.records import Record
+
+DIRECTIONS = ("ingress", "egress", "both")
+
+
+def running_check(grep: str) -> str:
+    return f'{pattern_var(grep)}; pgrep -f -- "$pat" >/dev/null'
+
+
+def stopped_check(grep: str) -> str:
+    return f"! {{ {running_check(grep)}; }}"
+
+
+def frozen_pids(grep: str) -> str:
+    """Prints pids matching the pattern that are stopped (state T)."""
+    return (
+        f"for p in $({find_pids(grep)}); do "
+        "case $(ps -o stat= -p $p 2>/dev/null) in T*) echo $p;; esac; done"
+    )
+
+
+class ServiceFault(FaultHandler):
+    kind = FaultKind.SERVICE
+    actions = SERVICE_ACTIONS
+
+    def _service(self, name: str | None) -> ServiceConfig:
+        if name is None or name not in self.config.services:
+            raise UnknownServiceError(str(name), self.config.services)
+        return self.config.services[name]
+
+    def check(self, spec: FaultSpec) -> None:
+        super().check(spec)
+        svc = self._service(spec.target)
+        if spec.action in ("unplug", "plug"):
+            if svc.port is None:
+                raise ConfigError(
+                    f"services.{spec.target}.port",
+                    f"{spec.action} needs the service's port",
+                    "add port: {protocol: tcp, number: N}",
+                )
+            direction = spec.params.get("direction", "ingress")
+            if direction not in DIRECTIONS:
+                raise ConfigError("direction", f"{direction!r} is invalid", f"use {DIRECTIONS}")
+
+    def identity(self, spec: FaultSpec, record: Record) -> dict[str, Any]:
+        svc = self._service(spec.target)
+        name = spec.target or ""
+        ident: dict[str, Any] = {
+            "service": name,
+            "driver": svc.driver,
+            "unit": svc.unit or name,
+            "grep": svc.grep or svc.unit or name,
+        }
+        if spec.action in ("unplug", "plug") and svc.port is not None:
+            ident["direction"] = spec.params.get("direction", "ingress")
+            ident["protocol"] = svc.port.protocol
+            ident["port"] = svc.port.number
+            ident["comment"] = f"faultline:{spec.params.get('tag') or record.injection_id}"
+        if spec.action in ("freeze", "unplug"):
+            ident["marker"] = marker(record)
+            ident["deadmanSec"] = deadman_seconds(spec.params)
+        return ident
+
+    def _rules(self, record: Record) -> list[network.DropRule]:
+        i = record.identity
+        return network.drop_rules(i["protocol"], i["port"], i["direction"], i["comment"])
+
+    async def apply(self, sh: NodeShell, record: Record) -> str:
+        name = record.target or ""
+        svc = self._service(name)
+        cmds = service_commands(name, svc)
+        grep = cmds.grep
+        pids = (await sh.check(find_pids(grep), "find processes")).split()
+        record.previous = {"running": bool(pids), "pids": pids}
+        action = record.action
+        if action == "start":
+            if not pids:
+                await sh.check(cmds.start(), f"start {name}")
+            await sh.wait_for(running_check(grep), f"{name} runs")
+            return "started" if not pids else "already running"
+        if action == "terminate":
+            if pids:
+                await sh.check(cmds.terminate(), f"stop {name}")
+            await sh.wait_for(stopped_check(grep), f"{name} stopped")
+            return f"terminated pids {' '.join(pids)}" if pids else "was not running"
+        if action == "restart":
+            await sh.check(cmds.restart(), f"restart {name}")
+            await sh.wait_for(running_check(grep), f"{name} runs")
+            return "restarted"
+        if action == "kill":
+            if not pids:
+                return "was not running"
+            await sh.run(f"for p in $({find_pids(grep)}); do kill -KILL $p; done")
+            await sh.wait_for(stopped_check(grep), f"{name} is gone")
+            return f"killed pids {' '.join(pids)}"
+        if action == "freeze":
+            if not pids:
+                raise_not_running(name)
+            ident = record.identity
+            cont = f"for p in $({frozen_pids(grep)}); do kill -CONT $p; done"
+            await sh.check(
+                network.deadman(cont, ident["deadmanSec"], ident["marker"]), "arm unfreeze timer"
+            )
+            await sh.check(f"for p in $({find_pids(grep)}); do kill -STOP $p; done", "freeze")
+            return f"froze pids {' '.join(pids)}; self-unfreeze in {ident['deadmanSec']} s"
+        if action == "unfreeze":
+            await sh.run(f"for p in $({frozen_pids(grep)}); do kill -CONT $p; done")
+            await sh.wait_for(f'[ -z "$({frozen_pids(grep)})" ]', f"{name} runs again")
+            return "unfrozen"
+        if action == "unplug":
+            rules = self._rules(record)
+            ident = record.identity
+            restore = "; ".join(r.delete() for r in rules)
+            await sh.check(
+                network.deadman(restore, ident["deadmanSec"], ident["marker"]), "arm replug timer"
+            )
+            await sh.check("; ".join(r.insert() for r in rules), "insert iptables rule")
+            what = f"{ident['direction']} {ident['protocol']}/{ident['port']}"
+            return f"dropping {what} ({ident['comment']})"
+        if action == "plug":
+            await sh.check(" && ".join(r.delete() for r in self._rules(record)), "remove rule")
+            return "plugged"
+        raise AssertionError(action)
+
+    async def recover(self, sh: NodeShell, record: Record) -> str:
+        name = record.target or ""
+        cmds = service_commands(name, self._service(name))
+        grep = cmds.grep
+        action = record.action
+        was_running = record.previous.get("running", True)
+        if action in ("terminate", "kill"):
+            if not was_running:
+                return "was not running before; nothing to restore"
+            result = await sh.run(running_check(grep))
+            if not result.ok:
+                await sh.check(cmds.start(), f"start {name}")
+            await sh.wait_for(running_check(grep), f"{name} runs")
+            return "running"
+        if action == "start":
+            if was_running:
+                return "was running before; left running"
+            await sh.check(cmds.terminate(), f"stop {name}")
+            await sh.wait_for(stopped_check(grep), f"{name} stopped")
+            return "stopped again"
+        if action in ("restart", "unfreeze", "plug"):
+            return "nothing to undo"
+        if action == "freeze":
+            await sh.run(
+                f"for p in $({frozen_pids(grep)}); do kill -CONT $p; done; "
+                + kill_by_marker(record.identity["marker"])
+            )
+            await sh.wait_for(f'[ -z "$({frozen_pids(grep)})" ]', f"{name} no longer frozen")
+            return "unfrozen"
+        if action == "unplug":
+            rules = self._rules(record)
+            await sh.check("; ".join(r.delete() for r in rules), "remove iptables rule")
+            await sh.run(kill_by_marker(record.identity["marker"]))
+            for rule in rules:
+                if (await sh.run(rule.present())).ok:
+                    raise_still_present(rule.comment)
+            return "plugged"
+        raise AssertionError(action)
+
+
+def raise_not_running(name: str) -> None:
+    raise CommandFailedError(f"{name} is not running on this node; nothing to freeze")
+
+
+def raise_still_present(comment: str) -> None:
+    raise CommandFailedError(f"iptables rule {comment} is still present after removal")

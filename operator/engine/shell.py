@@ -1,0 +1,84 @@
+"""Running commands on one node on behalf of a fault, with errors that say what failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from faultline.drivers.ssh import CommandResult, SshPool, SshTarget
+from faultline.engine.nodes import Node
+from faultline.models.config import CloudConfig
+from faultline.models.errors import FaultlineError, NodeUnreachableError
+
+
+class CommandFailedError(FaultlineError):
+    pass
+
+
+def ssh_target(node: Node, config: CloudConfig) -> SshTarget:
+    return SshTarget(
+        name=node.fqdn,
+        host=node.ip,
+        port=node.ssh_port or config.ssh.port,
+        user=node.ssh_user or config.ssh.user,
+    )
+
+
+@dataclass
+class NodeShell:
+    node: Node
+    target: SshTarget
+    pool: SshPool
+
+    async def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        return await self.pool.run(self.target, command, timeout=timeout)
+
+    async def check(self, command: str, what: str, timeout: float | None = None) -> str:
+        """Run and require exit 0; returns stdout."""
+        result = await self.run(command, timeout=timeout)
+        if not result.ok:
+            raise CommandFailedError(f"{what}: {result.describe()}")
+        return result.stdout
+
+    async def wait_for(self, condition: str, what: str, timeout: float = 30.0) -> None:
+        """Poll `condition` on the node itself, so waiting costs one round trip."""
+        tries = max(1, int(timeout / 0.1))
+        script = (
+            f"i=0; while [ $i -lt {tries} ]; do if {condition}; then exit 0; fi; "
+            "sleep 0.1; i=$((i+1)); done; exit 1"
+        )
+        result = await self.run(script, timeout=timeout + 10)
+        if not result.ok:
+            raise CommandFailedError(f"timed out after {timeout:g} s waiting until {what}")
+
+    def forget(self) -> None:
+        self.pool.forget(self.target)
+
+    async def reachable_value(self, command: str, timeout: float = 5.0) -> str | None:
+        """stdout of `command`, or None while the node does not answer."""
+        self.forget()
+        try:
+            result = await self.run(command, timeout=timeout)
+        except NodeUnreachableError:
+            self.forget()
+            return None
+        return result.stdout.strip() if result.ok else None
+
+    async def poll_value(
+        self, command: str, until: str, timeout: float, interval: float = 0.3
+    ) -> str | None:
+        """Reconnect and read `command` until `until` ('gone', 'changed:<old>') holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.reachable_value(command)
+            if until == "gone" and value is None:
+                return None
+            if until.startswith("changed:") and value is not None and value != until[8:]:
+                return value
+            if time.monotonic() >= deadline:
+                raise CommandFailedError(
+                    f"timed out after {timeout:g} s waiting for {self.node.fqdn} to "
+                    + ("stop answering" if until == "gone" else "come back with a new boot id")
+                )
+            await asyncio.sleep(interval)

@@ -1,0 +1,1 @@
+"""Data only: configuration, fault specs, records, errors. No I/O here."""

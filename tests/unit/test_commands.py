@@ -1,0 +1,46 @@
+"""Commands sent to nodes: quoting, and the pattern never matching our own shell.
+
+These run the generated shell locally (real /bin/sh, real pgrep) rather than inspecting strings.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from faultline.drivers.network import drop_rules
+from faultline.drivers.services import SystemService, SysvService
+from faultline.drivers.shell import find_pids
+
+
+def sh(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+
+
+def test_find_pids_does_not_match_the_shell_running_it() -> None:
+    marker = "faultline-unit-no-such-process-4711"
+    assert sh(find_pids(marker)).stdout.strip() == ""
+
+
+def test_find_pids_finds_a_real_process() -> None:
+    marker = "faultline-unit-sleeper-4712"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    try:
+        assert sh(find_pids(marker)).stdout.split() == [str(proc.pid)]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_service_names_are_quoted() -> None:
+    assert SysvService("memcached", "memcached").start() == "service memcached start"
+    assert "systemctl restart nova-api" in SystemService("nova-api", "nova-api").restart()
+
+
+def test_drop_rules_carry_the_injection_tag() -> None:
+    (rule,) = drop_rules("tcp", 11211, "ingress", "faultline:fl-abc")
+    assert rule.spec() == (
+        "INPUT -p tcp --dport 11211 -m comment --comment faultline:fl-abc -j DROP"
+    )
+    both = drop_rules("udp", 53, "both", "faultline:x")
+    assert [r.chain for r in both] == ["INPUT", "OUTPUT"]
