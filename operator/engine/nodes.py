@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -115,11 +114,11 @@ class NodeCollection:
             )
         return self._new(random.sample(self._nodes, count))
 
-    def pick_percent(self, percent: float) -> NodeCollection:
-        """At least one node; rounds up."""
+    def pick_percent(self, percent: int) -> NodeCollection:
+        """At least one node; rounds up (in integers: 3.0000001 must not become 4)."""
         if not 0 < percent <= 100:
             raise NoNodesSelectedError(f"percent must be in (0, 100], got {percent}")
-        return self.pick(max(1, math.ceil(len(self._nodes) * percent / 100)))
+        return self.pick(max(1, -(-percent * len(self._nodes) // 100)))
 
     def filter(self, criteria: Callable[[Node], bool]) -> NodeCollection:
         return self._new(n for n in self._nodes if criteria(n))
