@@ -7,8 +7,6 @@ The package is also a drop-in for os-faults' Python API::
     os_faults.human_api(cloud, "kill memcached service on one node")
 """
 
-import sys
-
 if __name__ == "operator":  # pragma: no cover - depends on how Python was started
     # The repository keeps this package in a folder named `operator/` (the layout is the
     # user's). When the repository root is on sys.path (`python -m ...` run from it), that

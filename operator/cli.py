@@ -78,11 +78,12 @@ def verify(config_file: Path | None, output: str) -> None:
     if output == "json":
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
+        ok, fail = click.style("ok  ", fg="green"), click.style("FAIL", fg="red")
         for c in checks:
             if c.reachable:
-                click.echo(f"  {click.style('ok  ', fg='green')} {c.fqdn:<24} {c.latency_ms:.0f} ms")
+                click.echo(f"  {ok} {c.fqdn:<24} {c.latency_ms:.0f} ms")
             else:
-                click.echo(f"  {click.style('FAIL', fg='red')} {c.fqdn:<24} {c.error}")
+                click.echo(f"  {fail} {c.fqdn:<24} {c.error}")
     if failed:
         sys.exit(1)
 

@@ -1,0 +1,1 @@
+"""kopf handlers: thin; parse the body, call the engine, patch status (the operator issue)."""

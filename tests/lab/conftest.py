@@ -1,0 +1,64 @@
+"""Fixtures for tests against real lab nodes (needs root; builds network namespaces)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import faultline
+from faultline.lab import Lab, cleanup_leftovers
+
+
+@pytest.fixture(scope="session")
+def lab_root() -> Iterator[Path]:
+    """A world-traversable scratch dir (lab daemons of other users look inside)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, cgroups, mounts)")
+    # Labs of earlier runs that crashed before tearing down; live labs are left alone.
+    cleanup_leftovers()
+    root = Path(tempfile.mkdtemp(prefix="faultline-lab-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab(lab_root: Path) -> Iterator[Lab]:
+    # temporary: if this session dies hard, the next one's cleanup_leftovers() removes it.
+    the_lab = Lab(
+        state_dir=lab_root / "lab", nodes=3, temporary=True, container_tools=("podman", "docker")
+    )
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:  # also on failures and Ctrl-C
+        the_lab.down()
+
+
+@pytest.fixture
+def healthy_lab(lab: Lab) -> Lab:
+    """The session lab, with every node powered on and healthy again."""
+    lab.reset_state()
+    return lab
+
+
+@pytest.fixture
+def cloud(healthy_lab: Lab, tmp_path: Path) -> Iterator[Any]:
+    """The engine's os-faults compatible API, connected to the healthy lab.
+
+    Whatever a test leaves applied is recovered afterwards through the engine itself, so a
+    failing test cannot leak its fault into the next one (reset_state would heal it too).
+    """
+    with faultline.connect(
+        config_filename=healthy_lab.config_path, journal=tmp_path / "journal.jsonl"
+    ) as the_cloud:
+        yield the_cloud
+        leftovers = [r for r in the_cloud.records() if r.needs_recovery]
+        if leftovers:
+            the_cloud.recover(leftovers, raise_on_error=False)
