@@ -36,7 +36,7 @@ test: install lint
 	$(BIN)/pytest -q -rfEs
 
 demo: install
-	$(BIN)/python -m faultline.lab.demo
+	$(BIN)/faultline lab demo
 
 lab-up: install
 	$(BIN)/faultline lab up

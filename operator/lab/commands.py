@@ -117,3 +117,12 @@ def power(node: str, action: str, timeout: float, state_dir: Path) -> None:
         click.echo(_load(state_dir).power(node, action, timeout=timeout))
     except LabError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _mount_demo() -> None:
+    from faultline.lab.demo import demo
+
+    lab.add_command(demo)
+
+
+_mount_demo()
