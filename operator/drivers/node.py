@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faultline.drivers.shell import detached, q
+from faultline.drivers.shell import detached, marked, q
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
 
@@ -18,7 +18,7 @@ def oom_hog(marker: str) -> str:
 
     `tail` buffers a line that never ends, so it allocates until it is killed.
     """
-    return f"sh -c 'exec tail /dev/zero' {q(marker)} >/dev/null 2>&1; echo $?"
+    return f"{marked(marker)} sh -c 'exec tail /dev/zero' {q(marker)} >/dev/null 2>&1; echo $?"
 
 
 STRESS_TARGETS = ("cpu", "memory", "io")

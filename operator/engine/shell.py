@@ -11,6 +11,13 @@ from faultline.engine.nodes import Node
 from faultline.models.config import CloudConfig
 from faultline.models.errors import FaultlineError, NodeUnreachableError
 
+#: A shell function: true while any of the given pids runs; a zombie (state Z, waiting to be
+#: reaped) counts as dead. Builtins only: no fork per check.
+ALIVE = (
+    'alive() { for p in "$@"; do read -r l < "/proc/$p/stat" 2>/dev/null || continue; '
+    's=${l##*) }; [ "${s%% *}" != Z ] && return 0; done; return 1; }'
+)
+
 
 class CommandFailedError(FaultlineError):
     pass
@@ -32,7 +39,9 @@ class NodeShell:
     pool: SshPool
 
     async def run(self, command: str, timeout: float | None = None) -> CommandResult:
-        return await self.pool.run(self.target, command, timeout=timeout)
+        # The script travels on stdin: the node's process list then shows `sh -s`, never the
+        # script, so a `pgrep -f memcached` inside it cannot match the shell running it.
+        return await self.pool.run(self.target, "sh -s", timeout=timeout, stdin=command)
 
     async def check(self, command: str, what: str, timeout: float | None = None) -> str:
         """Run and require exit 0; returns stdout."""
@@ -51,6 +60,31 @@ class NodeShell:
         result = await self.run(script, timeout=timeout + 10)
         if not result.ok:
             raise CommandFailedError(f"timed out after {timeout:g} s waiting until {what}")
+
+    async def observe_act_wait(
+        self, observe: str, act: str, condition: str, what: str, timeout: float = 30.0
+    ) -> tuple[list[str], str | None]:
+        """Observe, act and verify in one round trip; returns (observed words, error).
+
+        `act` may use `$obs`, the output of `observe`. The error is None when `condition`
+        came true within `timeout` after the action.
+        """
+        tries = max(1, int(timeout / 0.02))
+        script = (
+            f"{ALIVE}; obs=$({observe}); printf '%s\\n' \"$obs\"; echo --; "
+            f"{{ {act}; }} >&2 || exit 3; "
+            f"i=0; until {condition}; do i=$((i+1)); "
+            f"[ $i -ge {tries} ] && exit 124; sleep 0.02; done"
+        )
+        result = await self.run(script, timeout=timeout + 15)
+        observed = result.stdout.split("\n--\n", 1)[0].split()
+        if result.exit_status == 3:
+            return observed, f"{what}: {result.describe()}"
+        if result.exit_status == 124:
+            return observed, f"timed out after {timeout:g} s waiting until {what}"
+        if not result.ok:
+            return observed, f"{what}: {result.describe()}"
+        return observed, None
 
     def forget(self) -> None:
         self.pool.forget(self.target)

@@ -44,3 +44,29 @@ def test_drop_rules_carry_the_injection_tag() -> None:
     )
     both = drop_rules("udp", 53, "both", "faultline:x")
     assert [r.chain for r in both] == ["INPUT", "OUTPUT"]
+
+
+def test_marker_finds_and_kills_children_that_left_the_process_group() -> None:
+    """stress-ng moves its workers to their own group; the environment marker follows them."""
+    import time
+    import uuid
+
+    from faultline.drivers.shell import detached, kill_by_marker, marked_pids
+
+    mark = f"faultline-unit-{uuid.uuid4().hex[:8]}"
+    leader = sh(detached("setsid sleep 60 & sleep 60", mark)).stdout.strip()
+    try:
+        deadline = time.monotonic() + 5
+        while len(found := sh(marked_pids(mark)).stdout.split()) < 3:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.05)
+        assert leader in found
+        groups = {sh(f"ps -o pgid= -p {p}").stdout.strip() for p in found}
+        assert len(groups) == 2  # really split across process groups
+        sh(kill_by_marker(mark, "KILL"))
+        deadline = time.monotonic() + 5
+        while sh(marked_pids(mark)).stdout.split():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        sh(kill_by_marker(mark, "KILL"))

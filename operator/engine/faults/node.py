@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from faultline.drivers import node as cmd
-from faultline.drivers.shell import find_pids, kill_by_marker
+from faultline.drivers.shell import kill_by_marker, marked_pids
 from faultline.engine.faults.base import FaultHandler, marker
 from faultline.engine.shell import CommandFailedError, NodeShell
 from faultline.models.errors import ConfigError
@@ -89,5 +89,5 @@ class NodeFault(FaultHandler):
             return "node is up"
         mark = record.identity["marker"]
         await sh.run(kill_by_marker(mark, "KILL"))
-        await sh.wait_for(f'[ -z "$({find_pids(mark)})" ]', "the fault's processes are gone")
+        await sh.wait_for(f'[ -z "$({marked_pids(mark)})" ]', "the fault's processes are gone")
         return "no fault processes left"

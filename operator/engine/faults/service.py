@@ -84,29 +84,29 @@ class ServiceFault(FaultHandler):
         svc = self._service(name)
         cmds = service_commands(name, svc)
         grep = cmds.grep
+        action = record.action
+        if action in ("start", "terminate", "restart", "kill"):
+            # One round trip: observe the pids, act, verify the effect on the node.
+            act, running_after = {
+                "start": (f'if [ -z "$obs" ]; then {cmds.start()}; fi', True),
+                "terminate": (f'if [ -n "$obs" ]; then {cmds.terminate()}; fi', False),
+                "restart": (cmds.restart(), True),
+                "kill": ('if [ -n "$obs" ]; then kill -KILL $obs; fi', False),
+            }[action]
+            if action == "kill":
+                condition = "! alive $obs"  # exactly the processes we killed are gone
+            else:
+                condition = running_check(grep) if running_after else stopped_check(grep)
+            state = "runs" if running_after else "is stopped"
+            pids, error = await sh.observe_act_wait(
+                find_pids(grep), act, condition, f"{action} {name}: {name} {state}"
+            )
+            record.previous = {"running": bool(pids), "pids": pids}
+            if error:
+                raise CommandFailedError(error)
+            return _outcome(action, pids)
         pids = (await sh.check(find_pids(grep), "find processes")).split()
         record.previous = {"running": bool(pids), "pids": pids}
-        action = record.action
-        if action == "start":
-            if not pids:
-                await sh.check(cmds.start(), f"start {name}")
-            await sh.wait_for(running_check(grep), f"{name} runs")
-            return "started" if not pids else "already running"
-        if action == "terminate":
-            if pids:
-                await sh.check(cmds.terminate(), f"stop {name}")
-            await sh.wait_for(stopped_check(grep), f"{name} stopped")
-            return f"terminated pids {' '.join(pids)}" if pids else "was not running"
-        if action == "restart":
-            await sh.check(cmds.restart(), f"restart {name}")
-            await sh.wait_for(running_check(grep), f"{name} runs")
-            return "restarted"
-        if action == "kill":
-            if not pids:
-                return "was not running"
-            await sh.run(f"for p in $({find_pids(grep)}); do kill -KILL $p; done")
-            await sh.wait_for(stopped_check(grep), f"{name} is gone")
-            return f"killed pids {' '.join(pids)}"
         if action == "freeze":
             if not pids:
                 raise_not_running(name)
@@ -145,10 +145,12 @@ class ServiceFault(FaultHandler):
         if action in ("terminate", "kill"):
             if not was_running:
                 return "was not running before; nothing to restore"
-            result = await sh.run(running_check(grep))
-            if not result.ok:
-                await sh.check(cmds.start(), f"start {name}")
-            await sh.wait_for(running_check(grep), f"{name} runs")
+            check = running_check(grep)
+            _, error = await sh.observe_act_wait(
+                "true", f"if ! {{ {check}; }}; then {cmds.start()}; fi", check, f"{name} runs"
+            )
+            if error:
+                raise CommandFailedError(error)
             return "running"
         if action == "start":
             if was_running:
@@ -174,6 +176,17 @@ class ServiceFault(FaultHandler):
                     raise_still_present(rule.comment)
             return "plugged"
         raise AssertionError(action)
+
+
+def _outcome(action: str, pids: list[str]) -> str:
+    listed = " ".join(pids)
+    if action == "start":
+        return "already running" if pids else "started"
+    if action == "restart":
+        return f"restarted (pids were {listed})" if pids else "restarted (was not running)"
+    if not pids:
+        return "was not running"
+    return f"{'killed' if action == 'kill' else 'terminated'} pids {listed}"
 
 
 def raise_not_running(name: str) -> None:
