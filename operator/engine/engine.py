@@ -19,7 +19,7 @@ from faultline.drivers.shell import pattern_var, q
 from faultline.drivers.ssh import SshPool
 from faultline.engine.catalog import handlers
 from faultline.engine.nodes import Node
-from faultline.engine.shell import NodeShell, ssh_target
+from faultline.engine.shell import CommandFailedError, NodeShell, ssh_target
 from faultline.models import names
 from faultline.models.config import CloudConfig
 from faultline.models.errors import FaultlineError, NoNodesSelectedError, UnknownNodeError
@@ -87,7 +87,9 @@ class Engine:
             start = time.monotonic()
             try:
                 sh = self.shell(node)
-                await sh.check("true", "run a command")
+                result = await sh.run("true", inline=True)
+                if not result.ok:
+                    raise CommandFailedError(f"`true` failed: {result.describe()}")
             except FaultlineError as exc:
                 return NodeCheck(node.fqdn, node.ip, False, error=str(exc))
             return NodeCheck(node.fqdn, node.ip, True, (time.monotonic() - start) * 1000)

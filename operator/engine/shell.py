@@ -38,9 +38,17 @@ class NodeShell:
     target: SshTarget
     pool: SshPool
 
-    async def run(self, command: str, timeout: float | None = None) -> CommandResult:
-        # The script travels on stdin: the node's process list then shows `sh -s`, never the
-        # script, so a `pgrep -f memcached` inside it cannot match the shell running it.
+    async def run(
+        self, command: str, timeout: float | None = None, inline: bool = False
+    ) -> CommandResult:
+        """Run a script on the node.
+
+        Scripts travel on stdin: the node's process list then shows `sh -s`, never the
+        script, so a `pgrep -f memcached` inside it cannot match the shell running it.
+        `inline` sends a command that looks for no process on the command line (saves ~2 ms).
+        """
+        if inline:
+            return await self.pool.run(self.target, command, timeout=timeout)
         return await self.pool.run(self.target, "sh -s", timeout=timeout, stdin=command)
 
     async def check(self, command: str, what: str, timeout: float | None = None) -> str:
@@ -69,12 +77,13 @@ class NodeShell:
         `act` may use `$obs`, the output of `observe`. The error is None when `condition`
         came true within `timeout` after the action.
         """
-        tries = max(1, int(timeout / 0.02))
+        # Poll fast at first (most effects land within milliseconds), then every 50 ms.
+        tries = 20 + max(1, int((timeout - 0.1) / 0.05))
         script = (
             f"{ALIVE}; obs=$({observe}); printf '%s\\n' \"$obs\"; echo --; "
             f"{{ {act}; }} >&2 || exit 3; "
-            f"i=0; until {condition}; do i=$((i+1)); "
-            f"[ $i -ge {tries} ] && exit 124; sleep 0.02; done"
+            f"i=0; d=0.005; until {condition}; do i=$((i+1)); [ $i -eq 20 ] && d=0.05; "
+            f"[ $i -ge {tries} ] && exit 124; sleep $d; done"
         )
         result = await self.run(script, timeout=timeout + 15)
         observed = result.stdout.split("\n--\n", 1)[0].split()
