@@ -217,12 +217,8 @@ class CloudManagement(NodeActions):
     def node_action(self, nodes: NodeCollection, action: str, **params: Any) -> ActionResult:
         sec = params.pop("sec", None)
         if action in POWER_ACTIONS:
-            raise ConfigError(
-                "power",
-                f"{action} needs a power backend and none covers these nodes",
-                "configure `power` (ipmi, libvirt, redfish) for the nodes",
-            )
-        if action in ("disconnect", "connect"):
+            spec = FaultSpec(kind=FaultKind.POWER, action=action)
+        elif action in ("disconnect", "connect"):
             spec = FaultSpec(kind=FaultKind.NETWORK, action=action, target=params.pop("network"))
         else:
             spec = FaultSpec(kind=FaultKind.NODE, action=action, params=params)

@@ -6,6 +6,7 @@ from faultline.engine.faults.base import FaultHandler
 from faultline.engine.faults.container import ContainerFault
 from faultline.engine.faults.network import NetworkFault
 from faultline.engine.faults.node import NodeFault
+from faultline.engine.faults.power import PowerFault
 from faultline.engine.faults.service import ServiceFault
 from faultline.models.config import CloudConfig
 from faultline.models.faults import FaultKind
@@ -15,6 +16,7 @@ _HANDLERS: dict[FaultKind, type[FaultHandler]] = {
     FaultKind.CONTAINER: ContainerFault,
     FaultKind.NODE: NodeFault,
     FaultKind.NETWORK: NetworkFault,
+    FaultKind.POWER: PowerFault,
 }
 
 

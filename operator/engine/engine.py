@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from faultline.drivers.power import PowerBackend, PowerTarget, build_backend
 from faultline.drivers.services import container_commands
 from faultline.drivers.shell import pattern_var, q
 from faultline.drivers.ssh import SshPool
@@ -61,11 +62,13 @@ class Engine:
                 labels=dict(n.labels),
                 ssh_port=n.ssh_port,
                 ssh_user=n.ssh_user,
+                bmc=n.bmc,
             )
             for n in config.nodes
         ]
         self._index = {n.fqdn: n for n in self.nodes} | {n.ip: n for n in self.nodes}
         self._placement: dict[str, set[Node]] = {}
+        self._power: dict[int, PowerBackend] = {}
 
     # --- nodes ---------------------------------------------------------------------------
 
@@ -77,7 +80,17 @@ class Engine:
         return [self._index[w] for w in wanted]
 
     def shell(self, node: Node) -> NodeShell:
-        return NodeShell(node, ssh_target(node, self.config), self.pool)
+        return NodeShell(node, ssh_target(node, self.config), self.pool, self.power_for(node))
+
+    def power_for(self, node: Node) -> PowerBackend | None:
+        """The first configured power backend covering the node (built on first use)."""
+        for i, power in enumerate(self.config.power):
+            if i not in self._power:
+                self._power[i] = build_backend(power, i)
+            backend = self._power[i]
+            if backend.covers(PowerTarget(node.fqdn, node.ip, node.mac, node.bmc)):
+                return backend
+        return None
 
     def _record_node(self, record: Record) -> Node:
         return self._index.get(record.node) or Node(fqdn=record.node, ip=record.address)
@@ -244,6 +257,8 @@ class Engine:
         )
 
     async def close(self) -> None:
+        for backend in self._power.values():
+            await backend.close()
         await self.pool.close()
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from faultline.models.config import BmcSpec
 from faultline.models.errors import NoNodesSelectedError
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     ssh_port: int | None = field(default=None, compare=False)
     ssh_user: str | None = field(default=None, compare=False)
+    bmc: BmcSpec | None = field(default=None, compare=False, hash=False)
 
     def __repr__(self) -> str:
         return f"Node(fqdn={self.fqdn!r}, ip={self.ip!r})"

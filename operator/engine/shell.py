@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from faultline.drivers.power import PowerBackend, PowerTarget
 from faultline.drivers.ssh import CommandResult, SshPool, SshTarget
 from faultline.engine.nodes import Node
 from faultline.models.config import CloudConfig
@@ -34,9 +35,17 @@ def ssh_target(node: Node, config: CloudConfig) -> SshTarget:
 
 @dataclass
 class NodeShell:
+    """A node as a fault handler sees it: commands over SSH, and its power backend if any."""
+
     node: Node
     target: SshTarget
     pool: SshPool
+    power: PowerBackend | None = None
+
+    @property
+    def power_target(self) -> PowerTarget:
+        n = self.node
+        return PowerTarget(n.fqdn, n.ip, n.mac, n.bmc, dict(n.labels))
 
     async def run(
         self, command: str, timeout: float | None = None, inline: bool = False

@@ -58,15 +58,22 @@ def lab() -> None:
     help="Container engines running a `web` container in every node: podman, docker, "
     "both (comma-separated), or none.",
 )
+@click.option(
+    "--with",
+    "with_addons",
+    default="",
+    help="Add-ons, comma-separated: ipmi (a BMC per node), libvirt, redfish.",
+)
 @state_dir_option
-def up(nodes: int, index: int | None, containers: str, state_dir: Path) -> None:
+def up(nodes: int, index: int | None, containers: str, with_addons: str, state_dir: Path) -> None:
     """Build the lab and wait until every node answers SSH."""
     tools = [] if containers == "none" else [t.strip() for t in containers.split(",") if t]
     unknown = sorted(set(tools) - {"podman", "docker"})
     if unknown:
         raise click.BadParameter(f"unknown engine(s) {unknown}; use podman, docker or none")
     started = time.monotonic()
-    the_lab = Lab(state_dir, nodes=nodes, index=index, container_tools=tools)
+    extra = [a.strip() for a in with_addons.split(",") if a.strip()]
+    the_lab = Lab(state_dir, nodes=nodes, index=index, container_tools=tools, addons=extra)
     try:
         state = the_lab.up()
     except LabError as exc:

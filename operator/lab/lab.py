@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from faultline.lab import (
+    addons,
     cgroups,
     config,
     containers,
@@ -64,9 +65,11 @@ class Lab:
         index: int | None = None,
         temporary: bool = False,
         container_tools: Sequence[str] = ("podman",),
+        addons: Sequence[str] = (),
     ):
         self.state_dir = Path(state_dir).absolute()
         self.container_tools = tuple(container_tools)
+        self.addons = tuple(addons)
         self.node_count = nodes
         self.index = index
         self.temporary = temporary
@@ -141,6 +144,8 @@ class Lab:
             control.request(
                 self.state_dir, {"command": "wait", "timeout": timeout}, timeout=timeout + 5
             )
+            for name in self.addons:
+                addons.merge_into_target(self.config_path, addons.load(name).up(self))
         except BaseException:
             with contextlib.suppress(Exception):
                 self.down()
@@ -246,6 +251,9 @@ class Lab:
             state = load_state(self.state_dir)
         except LabError:
             state = None
+        for name in reversed(addons.started(self)):
+            with contextlib.suppress(Exception):
+                addons.load(name).down(self)
         indexes = {c.index for c in registry.claims().values() if c.state_dir == self.state_dir}
         if state is not None:
             self._stop_supervisor(state)

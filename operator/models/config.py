@@ -17,11 +17,21 @@ from faultline.models.base import Model
 from faultline.models.errors import ConfigError, config_error_from_pydantic
 
 
+class BmcSpec(Model):
+    """A node's baseboard management controller (IPMI or Redfish)."""
+
+    address: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = None
+    password_file: str | None = None
+
+
 class NodeSpec(Model):
     fqdn: Annotated[str, Field(min_length=1, max_length=253)]
     ip: str
     mac: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    bmc: BmcSpec | None = None
     ssh_port: int | None = Field(default=None, ge=1, le=65535)
     ssh_user: str | None = None
 
@@ -139,10 +149,16 @@ class ContainerConfig(Model):
         return None if value is None else names.container_name(value, "name")
 
 
-class PowerConfig(Model):
-    """A power backend and the nodes it covers (drivers arrive with the power issue)."""
+PowerDriverName = Literal["ipmi", "libvirt", "redfish", "ganeti", "openstack-server"]
 
-    driver: str
+
+class PowerConfig(Model):
+    """A power backend and the nodes it covers: by fqdn, ip, mac or name; empty = all.
+
+    `args` are the driver's own settings, validated by the driver (e.g. libvirt's `uri`).
+    """
+
+    driver: PowerDriverName
     nodes: list[str] = Field(default_factory=list)
     args: dict[str, Any] = Field(default_factory=dict)
 

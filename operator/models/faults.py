@@ -15,6 +15,7 @@ class FaultKind(StrEnum):
     CONTAINER = "container"
     NODE = "node"
     NETWORK = "network"
+    POWER = "power"
 
 
 SERVICE_ACTIONS = (
@@ -30,12 +31,14 @@ SERVICE_ACTIONS = (
 CONTAINER_ACTIONS = ("start", "terminate", "restart")
 NODE_ACTIONS = ("reboot", "shutdown", "oom", "stress")
 NETWORK_ACTIONS = ("disconnect", "connect")
+POWER_ACTIONS = ("poweroff", "poweron", "reset", "shutdown")
 
 ACTIONS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.SERVICE: SERVICE_ACTIONS,
     FaultKind.CONTAINER: CONTAINER_ACTIONS,
     FaultKind.NODE: NODE_ACTIONS,
     FaultKind.NETWORK: NETWORK_ACTIONS,
+    FaultKind.POWER: POWER_ACTIONS,
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from faultline.drivers import node as cmd
 from faultline.drivers.shell import kill_by_marker, marked_pids
 from faultline.engine.faults.base import FaultHandler, marker
+from faultline.engine.faults.power import wait_booted
 from faultline.engine.shell import CommandFailedError, NodeShell
 from faultline.models.errors import ConfigError
 from faultline.models.faults import NODE_ACTIONS, FaultKind, FaultSpec
@@ -81,12 +82,16 @@ class NodeFault(FaultHandler):
             return f"node is up (boot id {value})"
         if action == "shutdown":
             value = await sh.reachable_value(cmd.BOOT_ID)
-            if value is None:
+            if value is not None:
+                return "node is up"
+            if sh.power is None:
                 raise CommandFailedError(
                     "node is still off and no power backend covers it: power it on "
                     "(configure `power` for this node to let Faultline do it)"
                 )
-            return "node is up"
+            await sh.power.power_on(sh.power_target)
+            value = await wait_booted(sh, record.previous.get("bootId"))
+            return f"powered on through {sh.power.driver}; node is up (boot id {value})"
         mark = record.identity["marker"]
         await sh.run(kill_by_marker(mark, "KILL"))
         await sh.wait_for(f'[ -z "$({marked_pids(mark)})" ]', "the fault's processes are gone")
