@@ -80,6 +80,13 @@ class JumpHost(Model):
     private_key_file: str | None = None
 
 
+class SecretKeyRef(Model):
+    """A key of a Kubernetes Secret in the target's namespace (operator only)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
 class SshConfig(Model):
     user: str = "root"
     port: int = Field(default=22, ge=1, le=65535)
@@ -93,6 +100,20 @@ class SshConfig(Model):
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=120.0, gt=0)
     max_concurrency: int = Field(default=100, ge=1)
+    private_key_secret: SecretKeyRef | None = None
+    known_hosts_secret: SecretKeyRef | None = None
+    password_secret: SecretKeyRef | None = None
+    become_password_secret: SecretKeyRef | None = None
+
+    def secret_refs(self) -> dict[str, SecretKeyRef]:
+        """Secret references by the file field they stand for."""
+        refs = {
+            "private_key_file": self.private_key_secret,
+            "known_hosts_file": self.known_hosts_secret,
+            "password_file": self.password_secret,
+            "become_password_file": self.become_password_secret,
+        }
+        return {field: ref for field, ref in refs.items() if ref is not None}
 
 
 class ServicePort(Model):
