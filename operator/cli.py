@@ -187,6 +187,81 @@ def recover(config_file: Path | None, output: str, journal: Path, injection: str
             sys.exit(1)
 
 
+@main.command(name="crds")
+@click.option(
+    "--write",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one file per CRD into this directory (default: print them).",
+)
+def crds_command(write: Path | None) -> None:
+    """Print the CustomResourceDefinitions generated from the models."""
+    from faultline.models import crds
+
+    if write is None:
+        click.echo(crds.stream(), nl=False)
+        return
+    write.mkdir(parents=True, exist_ok=True)
+    for name, text in crds.render().items():
+        (write / name).write_text(text)
+        click.echo(f"wrote {write / name}")
+
+
+@main.command(name="run")
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch this namespace (repeat for more). Default: all namespaces.",
+)
+@click.option(
+    "--peering",
+    default=None,
+    help="Peering name for running several replicas (one is active). Default: standalone.",
+)
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    help="Health endpoint for probes; 'none' to disable.",
+)
+@click.option(
+    "--log-format", type=click.Choice(["full", "plain", "json"]), default="full", show_default=True
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Default: in-cluster service account, then $KUBECONFIG / ~/.kube/config.",
+)
+def run_operator(
+    namespaces: tuple[str, ...],
+    peering: str | None,
+    liveness: str,
+    log_format: str,
+    kubeconfig: Path | None,
+) -> None:
+    """Run the operator: reconcile FaultTargets and FaultInjections."""
+    import asyncio
+    import os
+
+    import kopf
+
+    import faultline.reconcile.handlers  # noqa: F401  (registers the handlers)
+
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    kopf.configure(log_format=kopf.LogFormat[log_format.upper()], verbose=False)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            standalone=peering is None,
+            peering_name=peering,
+            liveness_endpoint=None if liveness == "none" else liveness,
+        )
+    )
+
+
 def _mount_lab() -> None:
     try:
         from faultline.lab.commands import lab

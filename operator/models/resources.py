@@ -49,6 +49,44 @@ class FaultTargetSpec(CloudConfig):
         default=300, ge=10, description="Seconds between re-discoveries of the cloud."
     )
 
+    @model_validator(mode="after")
+    def _no_local_files(self) -> FaultTargetSpec:
+        """A FaultTarget may not name files on the operator's own filesystem.
+
+        Otherwise anyone allowed to create one could have the operator read, say, its
+        service-account token as an SSH password and send it to a host of their choosing.
+        Credentials come from Secrets in the target's namespace.
+        """
+        ssh = self.ssh
+        found = [
+            f"ssh.{_camel(name)}"
+            for name in (
+                "private_key_file",
+                "known_hosts_file",
+                "password_file",
+                "become_password_file",
+            )
+            if getattr(ssh, name)
+        ]
+        if ssh.jump_host is not None and ssh.jump_host.private_key_file:
+            found.append("ssh.jumpHost.privateKeyFile")
+        for i, node in enumerate(self.nodes):
+            if node.bmc is not None and node.bmc.password_file:
+                found.append(f"discovery.static.nodes[{i}].bmc.passwordFile")
+        for i, power in enumerate(self.power):
+            found += [f"power[{i}].args.{k}" for k in power.args if k.lower().endswith("file")]
+        if found:
+            raise ValueError(
+                f"{', '.join(found)}: a FaultTarget cannot read files on the operator; "
+                "put the credential in a Secret and use the matching *Secret field"
+            )
+        return self
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
 
 class Condition(Model):
     type: str

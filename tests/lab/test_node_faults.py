@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_observe import NODES, eventually, link, memcached_answers, ok, out, pids
 
 import faultline
 from faultline.models.errors import ActionError
 from faultline.models.faults import FaultKind, FaultSpec
 from faultline.models.records import RecordPhase
+from lab_observe import NODES, eventually, link, memcached_answers, ok, out, pids
 
 pytestmark = pytest.mark.lab
 

@@ -177,3 +177,31 @@ def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config_file(path)
     assert err.value.field == str(path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (
+            {"ssh": {"passwordFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"}},
+            "ssh.passwordFile",
+        ),
+        ({"ssh": {"privateKeyFile": "/etc/shadow"}}, "ssh.privateKeyFile"),
+        (
+            {"ssh": {"jumpHost": {"host": "evil", "privateKeyFile": "/x"}}},
+            "ssh.jumpHost.privateKeyFile",
+        ),
+        (
+            {"power": [{"driver": "libvirt", "args": {"passwordFile": "/x"}}]},
+            "power[0].args.passwordFile",
+        ),
+    ],
+)
+def test_fault_target_cannot_read_operator_files(spec: dict[str, object], field: str) -> None:
+    """Else a FaultTarget author could exfiltrate the operator's service-account token."""
+    from faultline.reconcile.targets import parse_target_spec
+
+    with pytest.raises(ConfigError) as err:
+        parse_target_spec(spec)
+    assert field in str(err.value) and "Secret" in str(err.value)
+    parse_target_spec({"ssh": {"privateKeySecret": {"name": "s", "key": "k"}}})

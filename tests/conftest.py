@@ -1,4 +1,4 @@
-"""Fixtures for tests against real lab nodes (needs root; builds network namespaces)."""
+"""Shared fixtures: one real lab per test session (needs root; builds network namespaces)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from faultline.lab import Lab, cleanup_leftovers
 def lab_root() -> Iterator[Path]:
     """A world-traversable scratch dir (lab daemons of other users look inside)."""
     if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network namespaces, cgroups, mounts)")
+        pytest.fail("the lab needs root (network namespaces, cgroups, mounts): run as root")
     # Labs of earlier runs that crashed before tearing down; live labs are left alone.
     cleanup_leftovers()
     root = Path(tempfile.mkdtemp(prefix="faultline-lab-"))

@@ -1,0 +1,173 @@
+"""kopf registrations, and nothing else: each hands its work to a handle_* module."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+
+from faultline.models.resources import (
+    FINALIZER,
+    FORCE_RELEASE_ANNOTATION,
+    GROUP,
+    VERSION,
+)
+from faultline.reconcile import handle_target
+from faultline.reconcile.handle_injection import (
+    InjectionDriver,
+    Operator,
+    holder_of,
+    lock_entries,
+)
+from faultline.reconcile.kube import Kube
+from faultline.reconcile.locks import LockTable
+from faultline.reconcile.targets import Targets
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The operator's shared state, made once kopf has logged in."""
+
+    info: kopf.ConnectionInfo | None = None
+    operator: Operator | None = None
+
+    def get(self) -> Operator:
+        if self.operator is None:
+            if self.info is None:
+                raise kopf.TemporaryError("not logged in to the Kubernetes API yet", delay=1)
+            kube = Kube(self.info)
+            self.operator = Operator(kube=kube, targets=Targets(kube), locks=LockTable())
+        return self.operator
+
+
+RUNTIME = Runtime()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.level = logging.WARNING  # our own Events say what happened
+    settings.watching.server_timeout = 300
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    RUNTIME.info = info
+    return info
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    operator, RUNTIME.operator = RUNTIME.operator, None
+    if operator is not None:
+        await operator.targets.close()
+        await operator.kube.close()
+
+
+# --- FaultTarget --------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "faulttargets")
+@kopf.on.create(GROUP, VERSION, "faulttargets")
+@kopf.on.update(GROUP, VERSION, "faulttargets", field="spec")
+async def discover_target(
+    namespace: str | None, name: str, spec: Any, meta: Any, patch: kopf.Patch, **_: Any
+) -> None:
+    await _discover(namespace, name, spec, meta, patch)
+
+
+async def _discover(
+    namespace: str | None, name: str, spec: Any, meta: Any, patch: kopf.Patch
+) -> None:
+    status = await handle_target.discover(
+        RUNTIME.get().targets, namespace or "default", name, spec, meta.get("generation")
+    )
+    patch.status.update(status)
+
+
+@kopf.timer(GROUP, VERSION, "faulttargets", interval=30, initial_delay=30)
+async def rediscover_target(
+    namespace: str | None,
+    name: str,
+    spec: Any,
+    meta: Any,
+    status: Any,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    interval = int(spec.get("rediscoveryInterval", 300))
+    last = status.get("lastDiscoveryTime")
+    if last and datetime.fromisoformat(last) + timedelta(seconds=interval) > datetime.now(UTC):
+        return
+    await _discover(namespace, name, spec, meta, patch)
+
+
+# --- FaultInjection -----------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, "faultinjections")
+def fault_locks(namespace: str | None, name: str, status: Any, **_: Any) -> dict[Any, str]:
+    return lock_entries(namespace or "default", name, status)
+
+
+def _events(body: kopf.Body) -> Any:
+    def post(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message[:1000])
+
+    return post
+
+
+@kopf.daemon(GROUP, VERSION, "faultinjections", cancellation_timeout=60)
+async def drive_injection(
+    namespace: str | None,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    ns = namespace or "default"
+    locks = kwargs["fault_locks"]  # kopf passes every index by its name
+    driver = InjectionDriver(RUNTIME.get(), ns, name, uid, body, _events(body), locks)
+    await driver.run(stopped, FINALIZER)  # type: ignore[arg-type]
+
+
+@kopf.on.delete(GROUP, VERSION, "faultinjections")
+async def release_injection(
+    namespace: str | None,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    spec: Any,
+    annotations: Any,
+    **kwargs: Any,
+) -> None:
+    op = RUNTIME.get()
+    ns = namespace or "default"
+    op.deleting.add(uid)
+    async with op.step_lock(uid):
+        if str(annotations.get(FORCE_RELEASE_ANNOTATION, "")).lower() == "true":
+            await op.kube.patch_status(ns, "faultinjections", name, {"leaked": True})
+            op.locks.release(holder_of(ns, name))
+            kopf.event(
+                body,
+                type="Warning",
+                reason="ForcedRelease",
+                message="finalizer removed without recovery; faults may remain (leaked: true)",
+            )
+            return
+        fresh = await op.kube.get(ns, "faultinjections", name)
+        locks = kwargs["fault_locks"]
+        driver = InjectionDriver(op, ns, name, uid, fresh, _events(body), locks)
+        if not await driver.finalize(spec):
+            raise kopf.TemporaryError(
+                "recovery failed; retrying. To give up, annotate "
+                f"{FORCE_RELEASE_ANNOTATION}=true (status will say leaked: true)",
+                delay=10,
+            )
+    op.steps.pop(uid, None)
+    op.deleting.discard(uid)

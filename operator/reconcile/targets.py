@@ -1,0 +1,115 @@
+"""Engines for FaultTargets: spec + Secrets -> private files -> one cached Engine each.
+
+An engine (and its open SSH connections) is reused until the target's spec or one of its
+Secrets changes. Secret contents go to files in a private directory (0700 / 0600); they
+never reach status, Events or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from faultline.engine.engine import Engine
+from faultline.models.errors import ConfigError, FaultlineError, config_error_from_pydantic
+from faultline.models.resources import FaultTargetSpec
+from faultline.reconcile.kube import Kube, KubeError
+
+PLURAL = "faulttargets"
+
+
+class TargetNotReadyError(FaultlineError):
+    """The target or one of its Secrets is missing or invalid; retried later."""
+
+
+def parse_target_spec(spec: dict[str, Any]) -> FaultTargetSpec:
+    try:
+        return FaultTargetSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc.errors(), prefix="spec") from None
+
+
+class Targets:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._root = Path(tempfile.mkdtemp(prefix="faultline-secrets-"))
+        self._root.chmod(0o700)
+        self._engines: dict[tuple[str, str], tuple[str, Engine]] = {}
+        self._retired: list[Engine] = []
+
+    async def engine(self, namespace: str, name: str) -> tuple[Engine, FaultTargetSpec]:
+        try:
+            body = await self.kube.get(namespace, PLURAL, name)
+        except KubeError as exc:
+            if exc.status == 404:
+                raise TargetNotReadyError(f"FaultTarget {namespace}/{name} not found") from None
+            raise
+        return await self.engine_for_body(namespace, name, body.get("spec") or {})
+
+    async def engine_for_body(
+        self, namespace: str, name: str, raw_spec: dict[str, Any]
+    ) -> tuple[Engine, FaultTargetSpec]:
+        spec = parse_target_spec(raw_spec)
+        files, versions = await self._secret_files(namespace, name, spec)
+        key = hashlib.sha256(
+            (repr(sorted(raw_spec.items(), key=str)) + repr(versions)).encode()
+        ).hexdigest()
+        cached = self._engines.get((namespace, name))
+        if cached is not None and cached[0] == key:
+            return cached[1], spec
+        config = spec.model_copy(deep=True)
+        for field, path in files.items():
+            setattr(config.ssh, field, str(path))
+        engine = Engine(config)
+        if cached is not None:
+            self._retired.append(cached[1])  # in-flight work may still use it
+        self._engines[(namespace, name)] = (key, engine)
+        return engine, spec
+
+    async def _secret_files(
+        self, namespace: str, name: str, spec: FaultTargetSpec
+    ) -> tuple[dict[str, Path], list[str]]:
+        files: dict[str, Path] = {}
+        versions: list[str] = []
+        directory = self._root / f"{namespace}.{name}"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        for field, ref in spec.ssh.secret_refs().items():
+            try:
+                data, version = await self.kube.read_secret(namespace, ref.name)
+            except KubeError as exc:
+                if exc.status == 404:
+                    raise TargetNotReadyError(
+                        f"Secret {namespace}/{ref.name} (ssh.{_camel(field)} of FaultTarget "
+                        f"{name}) not found"
+                    ) from None
+                raise
+            if ref.key not in data:
+                raise ConfigError(
+                    f"spec.ssh.{_camel(field)}.key",
+                    f"Secret {ref.name} has no key {ref.key!r}",
+                    f"keys: {', '.join(sorted(data)) or 'none'}",
+                )
+            path = directory / field
+            path.touch(mode=0o600)
+            path.write_bytes(data[ref.key])
+            files[field] = path
+            versions.append(f"{ref.name}@{version}")
+        return files, versions
+
+    async def close(self) -> None:
+        engines = [e for _, e in self._engines.values()] + self._retired
+        for engine in engines:
+            await engine.close()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+def _camel(field: str) -> str:
+    """private_key_file -> privateKeySecret (the spec field that names the Secret)."""
+    base = field.removesuffix("_file")
+    head, *rest = base.split("_")
+    return head + "".join(p.title() for p in rest) + "Secret"

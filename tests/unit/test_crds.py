@@ -1,0 +1,722 @@
+"""The CRDs: generated from the models, in sync with crds/, structural, and served by an API.
+
+Object validation uses `jsonschema` (Draft 4, which is what OpenAPI 3.0 schemas are, plus
+`nullable`) after pruning nulls of non-nullable fields, as kube-apiserver does before it
+validates.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import http.client
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pydantic
+import pytest
+import yaml
+
+from faultline.lab.kubeapi import KubeAPI, KubeError
+from faultline.models import crds
+from faultline.models.records import Record, RecordPhase
+from faultline.models.resources import (
+    API_VERSION,
+    Condition,
+    FaultInjectionSpec,
+    FaultInjectionStatus,
+    FaultTargetSpec,
+    FaultTargetStatus,
+    Phase,
+    TargetNodeStatus,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "crds"
+REGENERATE = "run `faultline crds --write crds/` and commit the result"
+
+CRDS: dict[str, dict[str, Any]] = {c["spec"]["names"]["kind"]: c for c in crds.crds()}
+MODELS: dict[str, tuple[type[pydantic.BaseModel], type[pydantic.BaseModel]]] = {
+    "FaultTarget": (FaultTargetSpec, FaultTargetStatus),
+    "FaultInjection": (FaultInjectionSpec, FaultInjectionStatus),
+}
+
+
+# --- helpers shared with test_examples --------------------------------------------------------
+
+
+def openapi_schema(kind: str) -> dict[str, Any]:
+    version: dict[str, Any] = CRDS[kind]["spec"]["versions"][0]
+    return version["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+def _nullable_type(
+    validator: Any, types: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if instance is None and schema.get("nullable"):
+        return
+    yield from jsonschema.Draft4Validator.VALIDATORS["type"](validator, types, instance, schema)
+
+
+OpenAPIValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator, {"type": _nullable_type}
+)
+
+
+def prune_nulls(value: Any, schema: Mapping[str, Any]) -> Any:
+    """kube-apiserver drops nulls of non-nullable fields before validation (a copy)."""
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, Mapping) else None)
+            if item is None and sub is not None and not sub.get("nullable"):
+                continue
+            out[key] = prune_nulls(item, sub) if sub is not None else item
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [prune_nulls(item, schema["items"]) for item in value]
+    return value
+
+
+def schema_errors(obj: Mapping[str, Any], kind: str | None = None) -> list[str]:
+    """Why the API server would refuse `obj` (by its CRD's schema); [] when it would not."""
+    schema = openapi_schema(kind or str(obj["kind"]))
+    validator = OpenAPIValidator(schema)
+    errors = validator.iter_errors(prune_nulls(obj, schema))
+    return sorted(
+        f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors
+    )
+
+
+def resource(kind: str, spec: Any, name: str = "x") -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+# --- drift -----------------------------------------------------------------------------------
+
+
+def test_crd_files_match_the_models() -> None:
+    rendered = crds.render()
+    on_disk = {p.name: p.read_text() for p in sorted(CRD_DIR.glob("*.yaml"))}
+    assert sorted(on_disk) == sorted(rendered), (
+        f"crds/ holds {sorted(on_disk)}, the models make {sorted(rendered)}: {REGENERATE}"
+    )
+    for name, text in rendered.items():
+        if on_disk[name] != text:
+            diff = "".join(
+                list(
+                    difflib.unified_diff(
+                        on_disk[name].splitlines(keepends=True),
+                        text.splitlines(keepends=True),
+                        f"crds/{name}",
+                        "generated",
+                    )
+                )[:60]
+            )
+            pytest.fail(f"crds/{name} is out of date with the models: {REGENERATE}\n{diff}")
+
+
+def test_generation_is_deterministic_and_pure() -> None:
+    assert crds.render() == crds.render()
+    first = crds.crds()
+    first[0]["spec"]["group"] = "mutated"
+    assert crds.crds()[0]["spec"]["group"] == "faultline.dev"
+
+
+def test_files_parse_back_to_the_manifests() -> None:
+    for kind, manifest in zip(crds.KINDS, crds.crds(), strict=True):
+        text = (CRD_DIR / kind.filename).read_text()
+        assert text.startswith("# Generated by `faultline crds`")
+        assert "do not edit" in text.splitlines()[0]
+        assert yaml.safe_load(text) == manifest
+        assert "&id" not in text and "*id" not in text  # no YAML anchors
+
+
+def test_stream_holds_every_crd() -> None:
+    text = crds.stream()
+    assert text.startswith(crds.HEADER)
+    assert list(yaml.safe_load_all(text)) == crds.crds()
+
+
+# --- names, versions, columns ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "plural", "short"),
+    [("FaultTarget", "faulttargets", ["ft"]), ("FaultInjection", "faultinjections", ["fi"])],
+)
+def test_names_and_version(kind: str, plural: str, short: list[str]) -> None:
+    crd = CRDS[kind]
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == f"{plural}.faultline.dev"
+    spec = crd["spec"]
+    assert spec["group"] == "faultline.dev"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["plural"] == plural
+    assert spec["names"]["singular"] == kind.lower()
+    assert spec["names"]["shortNames"] == short
+    assert spec["names"]["categories"] == ["faultline"]
+    [version] = spec["versions"]
+    assert version["name"] == "v1alpha1"
+    assert version["served"] is True
+    assert version["storage"] is True
+    assert version["subresources"] == {"status": {}}
+    root = version["schema"]["openAPIV3Schema"]
+    assert root["required"] == ["spec"]
+    assert set(root["properties"]) == {"apiVersion", "kind", "metadata", "spec", "status"}
+    assert root["properties"]["metadata"] == {"type": "object"}
+
+
+def test_printer_columns() -> None:
+    def columns(kind: str) -> dict[str, tuple[str, str]]:
+        version = CRDS[kind]["spec"]["versions"][0]
+        return {c["name"]: (c["jsonPath"], c["type"]) for c in version["additionalPrinterColumns"]}
+
+    fi = columns("FaultInjection")
+    assert list(fi)[:5] == ["Phase", "Target", "Action", "Expires", "Age"]
+    assert fi["Phase"] == (".status.phase", "string")
+    assert fi["Target"] == (".spec.targetRef.name", "string")
+    assert fi["Action"] == (".status.action", "string")
+    assert fi["Expires"] == (".status.expiresAt", "date")
+    assert fi["Age"] == (".metadata.creationTimestamp", "date")
+    ft = columns("FaultTarget")
+    assert ft["Ready"] == ('.status.conditions[?(@.type=="Ready")].status', "string")
+    assert ft["Age"] == (".metadata.creationTimestamp", "date")
+
+
+def _schema_at(schema: Mapping[str, Any], json_path: str) -> Mapping[str, Any] | None:
+    """The schema node a printer column's JSONPath reads (None when the path is not there)."""
+    node: Mapping[str, Any] | None = schema
+    for key, selector in re.findall(r"\.([A-Za-z0-9_]+)|(\[[^\]]*\])", json_path):
+        if node is None:
+            return None
+        # [n], [*] or a filter select one of an array's items; a key, a property.
+        node = node.get("items") if selector else (node.get("properties") or {}).get(key)
+    return node
+
+
+@pytest.mark.parametrize("kind", sorted(CRDS))
+def test_printer_columns_read_fields_the_schema_has(kind: str) -> None:
+    version = CRDS[kind]["spec"]["versions"][0]
+    root = version["schema"]["openAPIV3Schema"]
+    for column in version["additionalPrinterColumns"]:
+        path = column["jsonPath"]
+        if path.startswith(".metadata."):
+            continue
+        node = _schema_at(root, path)
+        assert node is not None, f"{kind} column {column['name']}: {path} is not in the schema"
+        want = {"date": "string", "string": "string"}.get(column["type"], column["type"])
+        assert node.get("type") == want, f"{kind} column {column['name']}: {node}"
+        if column["type"] == "date":
+            assert node.get("format") == "date-time"
+
+
+# --- structural schema ------------------------------------------------------------------------
+
+_TYPES = {"object", "array", "string", "integer", "number", "boolean"}
+_ALLOWED_KEYS = {
+    "type",
+    "description",
+    "format",
+    "enum",
+    "default",
+    "nullable",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-validations",
+}
+_PY_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+
+def structural_problems(node: Any, path: str = "", root: bool = True) -> list[str]:
+    """What makes a schema non-structural (or refused by kube-apiserver); [] when fine.
+
+    The rules of "Specifying a structural schema" in the Kubernetes CRD docs, plus what the
+    API server refuses outright (references, uniqueItems, additionalProperties with
+    properties, nullable without a type, defaults that do not validate).
+    """
+    where = path or "<root>"
+    if not isinstance(node, Mapping):
+        return [f"{where}: not a schema object"]
+    problems: list[str] = []
+    unknown = set(node) - _ALLOWED_KEYS
+    if unknown:
+        problems.append(f"{where}: keys not allowed in a structural schema: {sorted(unknown)}")
+    int_or_string = node.get("x-kubernetes-int-or-string") is True
+    preserve = node.get("x-kubernetes-preserve-unknown-fields") is True
+    if "x-kubernetes-preserve-unknown-fields" in node and not preserve:
+        problems.append(f"{where}: x-kubernetes-preserve-unknown-fields must be true if set")
+    type_ = node.get("type")
+    if type_ is None:
+        if not (int_or_string or preserve):
+            problems.append(f"{where}: no type")
+    elif type_ not in _TYPES:
+        problems.append(f"{where}: type {type_!r} is not one of {sorted(_TYPES)}")
+    if int_or_string and type_ is not None:
+        problems.append(f"{where}: x-kubernetes-int-or-string with a type")
+    if "nullable" in node and type_ is None:
+        problems.append(f"{where}: nullable without a type")
+    if "additionalProperties" in node:
+        extra = node["additionalProperties"]
+        if extra is False:
+            problems.append(f"{where}: additionalProperties: false")
+        elif not isinstance(extra, Mapping):
+            problems.append(f"{where}: additionalProperties must be a schema")
+        else:
+            problems += structural_problems(extra, f"{path}.*", root=False)
+        if "properties" in node:
+            problems.append(f"{where}: additionalProperties and properties together")
+    if type_ == "array" and not isinstance(node.get("items"), Mapping):
+        problems.append(f"{where}: an array needs items (one schema)")
+    if "items" in node:
+        problems += structural_problems(node["items"], f"{path}[]", root=False)
+    if type_ == "object" and not (
+        "properties" in node or "additionalProperties" in node or preserve or path == "metadata"
+    ):
+        problems.append(f"{where}: an object with no properties would be pruned empty")
+    for key, sub in (node.get("properties") or {}).items():
+        problems += structural_problems(sub, f"{path}.{key}" if path else key, root=False)
+    for key in node.get("required") or ():
+        if key not in (node.get("properties") or {}):
+            problems.append(f"{where}: required {key!r} is not a property")
+    if type_ in _PY_TYPES:
+        for value in node.get("enum") or ():
+            if not _PY_TYPES[type_](value):
+                problems.append(f"{where}: enum value {value!r} is not a {type_}")
+        if "default" in node:
+            errors = list(OpenAPIValidator(node).iter_errors(node["default"]))
+            if errors:
+                problems.append(f"{where}: default {node['default']!r} is invalid: {errors[0]}")
+    if "format" in node and type_ != "string" and node["format"] not in ("int32", "int64"):
+        problems.append(f"{where}: format {node['format']!r} on a {type_}")
+    if "exclusiveMinimum" in node and not isinstance(node["exclusiveMinimum"], bool):
+        problems.append(f"{where}: exclusiveMinimum must be a boolean (OpenAPI 3.0)")
+    if "exclusiveMaximum" in node and not isinstance(node["exclusiveMaximum"], bool):
+        problems.append(f"{where}: exclusiveMaximum must be a boolean (OpenAPI 3.0)")
+    if root:
+        props = node.get("properties") or {}
+        if type_ != "object":
+            problems.append("<root>: the root must be an object")
+        if props.get("metadata", {"type": "object"}) != {"type": "object"}:
+            problems.append("<root>: metadata may only say type: object")
+    return problems
+
+
+@pytest.mark.parametrize("kind", sorted(CRDS))
+def test_schema_is_structural(kind: str) -> None:
+    schema = openapi_schema(kind)
+    assert structural_problems(schema) == []
+    text = json.dumps(schema)
+    for word in ("$ref", "$defs", '"title"', '"anyOf"', '"oneOf"', '"allOf"', '"const"'):
+        assert word not in text, f"{kind}: {word} in the schema"
+    jsonschema.Draft4Validator.check_schema(schema)
+
+
+def test_the_checker_catches_what_kubernetes_refuses() -> None:
+    bad = {
+        "type": "object",
+        "properties": {
+            "a": {"$ref": "#/$defs/A"},
+            "b": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "c": {"type": "object", "additionalProperties": False, "properties": {}},
+            "d": {"nullable": True},
+            "e": {"type": "array"},
+            "f": {"type": "integer", "default": "x"},
+            "g": {"type": "object"},
+        },
+        "required": ["z"],
+    }
+    text = "\n".join(structural_problems(bad))
+    for fragment in (
+        "a: keys not allowed",
+        "b: keys not allowed",
+        "c: additionalProperties: false",
+        "d: nullable without a type",
+        "e: an array needs items",
+        "f: default 'x' is invalid",
+        "g: an object with no properties",
+        "required 'z'",
+    ):
+        assert fragment in text
+
+
+def test_conversion_rules() -> None:
+    spec = CRDS["FaultInjection"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    props = spec["properties"]["spec"]["properties"]
+    # X | None -> X + nullable; enums stay non-nullable (kube-apiserver refuses null there).
+    assert props["command"] == {
+        "type": "string",
+        "description": 'A sentence, e.g. "kill nova-api service on one node".',
+        "nullable": True,
+    }
+    assert props["selector"]["properties"]["mode"]["enum"] == ["all", "one", "count", "percent"]
+    assert "nullable" not in props["selector"]["properties"]["mode"]
+    status = spec["properties"]["status"]["properties"]
+    assert "nullable" not in status["phase"] and "enum" in status["phase"]
+    # dict[str, Any] keeps anything; dict[str, str] says what its values are.
+    assert props["fault"]["properties"]["params"] == {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    assert props["selector"]["properties"]["labels"]["additionalProperties"] == {"type": "string"}
+    # datetime -> string/date-time; gt=0 -> minimum + exclusiveMinimum: true.
+    assert status["expiresAt"]["format"] == "date-time"
+    ssh = CRDS["FaultTarget"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "spec"
+    ]["properties"]["ssh"]["properties"]
+    assert ssh["connectTimeout"]["minimum"] == 0
+    assert ssh["connectTimeout"]["exclusiveMinimum"] is True
+    # Field descriptions win over their type's docstring; null defaults are dropped.
+    assert "default" not in props["command"]
+    assert props["rollback"]["default"] == "Always"
+
+
+def test_unsupported_shapes_fail_loudly() -> None:
+    class Tree(pydantic.BaseModel):
+        children: list[Tree] = []
+
+    class Union(pydantic.BaseModel):
+        value: int | list[str]
+
+    class Pair(pydantic.BaseModel):
+        value: tuple[int, str]
+
+    class IntOrString(pydantic.BaseModel):
+        value: int | str = 1
+
+    with pytest.raises(crds.CrdError, match="itself"):
+        crds.model_schema(Tree)
+    with pytest.raises(crds.CrdError, match="value: only"):
+        crds.model_schema(Union)
+    with pytest.raises(crds.CrdError, match="tuples"):
+        crds.model_schema(Pair)
+    assert crds.model_schema(IntOrString)["properties"]["value"] == {
+        "x-kubernetes-int-or-string": True,
+        "default": 1,
+    }
+
+
+# --- objects against the schema (and the models, which must agree) -------------------------
+
+GOOD_INJECTION: dict[str, Any] = {
+    "targetRef": {"name": "lab"},
+    "fault": {"kind": "service", "action": "kill", "target": "memcached", "params": {"x": [1]}},
+    "selector": {"mode": "count", "value": 2, "labels": {"role": "compute"}},
+    "duration": "30s",
+    "rollback": "Always",
+    "overlap": "Wait",
+}
+GOOD_TARGET: dict[str, Any] = {
+    "discovery": {"static": {"nodes": [{"fqdn": "node1", "ip": "10.0.0.1"}]}},
+    "ssh": {"privateKeySecret": {"name": "s", "key": "k"}, "connectTimeout": 2.5},
+    "services": {"memcached": {"driver": "sysv", "port": {"number": 11211}}},
+    "networks": {"management": "eth1"},
+    "power": [{"driver": "libvirt", "args": {"uri": "test:///default", "domains": {"a": "b"}}}],
+}
+
+
+def _without(key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda spec: spec.pop(key)
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+BAD_INJECTIONS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "no targetRef": (_without("targetRef"), "'targetRef' is a required property"),
+    "empty target name": (_set("targetRef.name", ""), "targetRef.name"),
+    "bad selector mode": (_set("selector.mode", "some"), "selector.mode: 'some' is not one of"),
+    "selector value 0": (_set("selector.value", 0), "selector.value"),
+    "unknown fault kind": (_set("fault.kind", "disk"), "fault.kind"),
+    "fault without action": (lambda s: s["fault"].pop("action"), "'action' is a required"),
+    "rollback typo": (_set("rollback", "Sometimes"), "rollback"),
+    "dryRun as text": (_set("dryRun", "maybe"), "dryRun"),
+    "labels not strings": (_set("selector.labels", {"role": 1}), "selector.labels.role"),
+}
+BAD_TARGETS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "port out of range": (_set("ssh.port", 70000), "ssh.port"),
+    "zero timeout": (_set("ssh.connectTimeout", 0), "ssh.connectTimeout"),
+    "service driver": (_set("services.memcached.driver", "upstart"), "services.memcached.driver"),
+    "node without ip": (
+        lambda s: s["discovery"]["static"]["nodes"][0].pop("ip"),
+        "'ip' is a required property",
+    ),
+    "empty fqdn": (_set("discovery.static.nodes.0.fqdn", ""), "nodes.0.fqdn"),
+    "power driver": (_set("power.0.driver", "magic"), "power.0.driver"),
+    "secret without key": (_set("ssh.privateKeySecret", {"name": "s"}), "'key' is a required"),
+    "interval too short": (_set("rediscoveryInterval", 5), "rediscoveryInterval"),
+}
+
+
+def test_good_objects_pass_both() -> None:
+    assert schema_errors(resource("FaultInjection", GOOD_INJECTION)) == []
+    FaultInjectionSpec.model_validate(GOOD_INJECTION)
+    assert schema_errors(resource("FaultTarget", GOOD_TARGET)) == []
+    FaultTargetSpec.model_validate(GOOD_TARGET)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INJECTIONS))
+def test_bad_injections_are_refused_by_schema_and_model(case: str) -> None:
+    mutate, expected = BAD_INJECTIONS[case]
+    spec = copy.deepcopy(GOOD_INJECTION)
+    mutate(spec)
+    errors = schema_errors(resource("FaultInjection", spec))
+    assert any(expected in e for e in errors), errors
+    with pytest.raises(pydantic.ValidationError):
+        FaultInjectionSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TARGETS))
+def test_bad_targets_are_refused_by_schema_and_model(case: str) -> None:
+    mutate, expected = BAD_TARGETS[case]
+    spec = copy.deepcopy(GOOD_TARGET)
+    mutate(spec)
+    errors = schema_errors(resource("FaultTarget", spec))
+    assert any(expected in e for e in errors), errors
+    with pytest.raises(pydantic.ValidationError):
+        FaultTargetSpec.model_validate(spec)
+
+
+def test_an_object_without_spec_is_refused() -> None:
+    obj = resource("FaultInjection", None)
+    del obj["spec"]
+    assert schema_errors(obj) == ["<root>: 'spec' is a required property"]
+
+
+def test_nulls_are_accepted_where_the_models_accept_none() -> None:
+    spec = dict(GOOD_INJECTION, command=None, duration=None)
+    assert schema_errors(resource("FaultInjection", spec)) == []
+    status = {"phase": None, "reason": None, "expiresAt": None, "leaked": None}
+    obj = dict(resource("FaultInjection", GOOD_INJECTION), status=status)
+    assert schema_errors(obj) == []
+
+
+def test_rules_only_the_models_enforce() -> None:
+    """Cross-field rules live in model validators: the API server stores these objects and
+    the operator reports them as Failed (see the report for the CEL rules that would close
+    the gap)."""
+    both = dict(GOOD_INJECTION, command="kill memcached service on one node")
+    neither = {k: v for k, v in GOOD_INJECTION.items() if k != "fault"}
+    wrong_action = copy.deepcopy(GOOD_INJECTION)
+    wrong_action["fault"]["action"] = "poweroff"
+    no_value = copy.deepcopy(GOOD_INJECTION)
+    no_value["selector"].pop("value")
+    bad_duration = dict(GOOD_INJECTION, duration="soon")
+    for spec in (both, neither, wrong_action, no_value, bad_duration):
+        assert schema_errors(resource("FaultInjection", spec)) == []
+        with pytest.raises(pydantic.ValidationError):
+            FaultInjectionSpec.model_validate(spec)
+
+
+def _status_samples() -> list[tuple[str, pydantic.BaseModel]]:
+    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    record = Record(
+        id="r1",
+        injection_id="fi-abc",
+        node="node1",
+        address="10.0.0.1",
+        kind="service",
+        action="kill",
+        target="memcached",
+        identity={"unit": "memcached", "pids": [1, 2], "nested": {"a": None}},
+        previous={"running": True},
+    )
+    record.transition(RecordPhase.INJECTING, "intent")
+    record.transition(RecordPhase.INJECTED)
+    condition = Condition(type="Ready", status="True", reason="Up", last_transition_time=when)
+    return [
+        (
+            "FaultInjection",
+            FaultInjectionStatus(
+                phase=Phase.ACTIVE,
+                action="kill",
+                started_at=when,
+                expires_at=when,
+                records=[record],
+                conditions=[condition],
+                observed_generation=1,
+            ),
+        ),
+        (
+            "FaultTarget",
+            FaultTargetStatus(
+                nodes=[TargetNodeStatus(fqdn="node1", ip="10.0.0.1", reachable=True)],
+                conditions=[condition],
+                last_discovery_time=when,
+            ),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("exclude_none", [False, True])
+def test_status_the_operator_writes_is_valid(exclude_none: bool) -> None:
+    for kind, status in _status_samples():
+        body = status.model_dump(mode="json", by_alias=True, exclude_none=exclude_none)
+        spec = GOOD_INJECTION if kind == "FaultInjection" else GOOD_TARGET
+        obj = dict(resource(kind, spec), status=body)
+        assert schema_errors(obj) == []
+        # ... and reads back into the same model.
+        assert type(status).model_validate(body) == status
+
+
+# --- the API emulator serves them ------------------------------------------------------------
+
+
+def _http(
+    api: KubeAPI, method: str, path: str, body: Any = None, **headers: str
+) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body)
+        conn.request(
+            method,
+            path,
+            body=payload,
+            headers={"Content-Type": "application/json", **headers},
+        )
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def kubeapi() -> Iterator[KubeAPI]:
+    with KubeAPI() as api:
+        for manifest in crds.crds():
+            api.apply_crd(manifest)
+        yield api
+
+
+def test_emulator_accepts_the_crds(kubeapi: KubeAPI) -> None:
+    served = {(r.group, r.plural): r for r in kubeapi.resources() if r.group == "faultline.dev"}
+    assert set(served) == {("faultline.dev", "faulttargets"), ("faultline.dev", "faultinjections")}
+    assert served[("faultline.dev", "faulttargets")].short_names == ("ft",)
+    assert served[("faultline.dev", "faultinjections")].status_subresource
+
+
+def test_create_and_get_through_the_kubernetes_client(kubeapi: KubeAPI, tmp_path: Path) -> None:
+    kubernetes = pytest.importorskip("kubernetes")
+    kubeconfig = kubeapi.write_kubeconfig(tmp_path / "kubeconfig")
+    client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        api = kubernetes.client.CustomObjectsApi(client)
+        api.create_namespaced_custom_object(
+            "faultline.dev", "v1alpha1", "default", "faulttargets",
+            resource("FaultTarget", GOOD_TARGET, name="lab"),
+        )  # fmt: skip
+        api.create_namespaced_custom_object(
+            "faultline.dev", "v1alpha1", "default", "faultinjections",
+            resource("FaultInjection", GOOD_INJECTION, name="kill"),
+        )  # fmt: skip
+        target = api.get_namespaced_custom_object(
+            "faultline.dev", "v1alpha1", "default", "faulttargets", "lab"
+        )
+        injection = api.get_namespaced_custom_object(
+            "faultline.dev", "v1alpha1", "default", "faultinjections", "kill"
+        )
+        # Schema defaults were applied by the API, and the models read the result.
+        assert target["spec"]["ssh"]["port"] == 22
+        assert target["spec"]["rediscoveryInterval"] == 300
+        assert injection["spec"]["dryRun"] is False
+        assert injection["spec"]["fault"]["params"] == {"x": [1]}  # kept, not pruned
+        FaultTargetSpec.model_validate(target["spec"])
+        FaultInjectionSpec.model_validate(injection["spec"])
+
+        bad = copy.deepcopy(GOOD_INJECTION)
+        bad["selector"]["mode"] = "some"
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            api.create_namespaced_custom_object(
+                "faultline.dev", "v1alpha1", "default", "faultinjections",
+                resource("FaultInjection", bad, name="bad"),
+            )  # fmt: skip
+        assert refused.value.status == 422
+        assert "spec.selector.mode" in refused.value.body
+    finally:
+        client.close()
+
+
+def test_status_subresource_and_printer_columns(kubeapi: KubeAPI) -> None:
+    base = "/apis/faultline.dev/v1alpha1/namespaces/default/faultinjections"
+    spec = dict(GOOD_INJECTION, dryRun=True)
+    code, created = _http(kubeapi, "POST", base, resource("FaultInjection", spec, name="cols"))
+    assert code == 201, created
+    status = _status_samples()[0][1].model_dump(mode="json", by_alias=True, exclude_none=True)
+    code, patched = _http(
+        kubeapi,
+        "PATCH",
+        f"{base}/cols/status",
+        {"status": status},
+        **{"Content-Type": "application/merge-patch+json"},
+    )
+    assert code == 200, patched
+    assert patched["status"]["records"][0]["identity"]["nested"] == {"a": None}
+    assert FaultInjectionStatus.model_validate(patched["status"]).phase is Phase.ACTIVE
+
+    code, table = _http(
+        kubeapi,
+        "GET",
+        f"{base}/cols",
+        Accept="application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    assert code == 200, table
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names[:6] == ["Name", "Phase", "Target", "Action", "Expires", "Age"]
+    cells = dict(zip(names, table["rows"][0]["cells"], strict=True))
+    assert cells["Phase"] == "Active"
+    assert cells["Target"] == "lab"
+    assert cells["Action"] == "kill"
+
+
+def test_emulator_refuses_a_spec_without_target(kubeapi: KubeAPI) -> None:
+    spec = {k: v for k, v in GOOD_INJECTION.items() if k != "targetRef"}
+    with pytest.raises(KubeError) as refused:
+        kubeapi.apply(resource("FaultInjection", spec, name="no-target"))
+    assert refused.value.status == 422
+    assert "spec.targetRef" in str(refused.value.details or refused.value.message)
