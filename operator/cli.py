@@ -233,12 +233,16 @@ def crds_command(write: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Default: in-cluster service account, then $KUBECONFIG / ~/.kube/config.",
 )
+@click.option(
+    "--metrics", default="0.0.0.0:9090", show_default=True, help="ADDRESS:PORT, or 'none'."
+)
 def run_operator(
     namespaces: tuple[str, ...],
     peering: str | None,
     liveness: str,
     log_format: str,
     kubeconfig: Path | None,
+    metrics: str,
 ) -> None:
     """Run the operator: reconcile FaultTargets and FaultInjections."""
     import asyncio
@@ -247,9 +251,13 @@ def run_operator(
     import kopf
 
     import faultline.reconcile.handlers  # noqa: F401  (registers the handlers)
+    from faultline.reconcile.metrics import serve
 
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)
+    if metrics != "none":
+        address, _, port = metrics.rpartition(":")
+        serve(int(port), address or "0.0.0.0")  # noqa: S104 - a pod serves its metrics
     kopf.configure(log_format=kopf.LogFormat[log_format.upper()], verbose=False)
     asyncio.run(
         kopf.operator(

@@ -31,6 +31,7 @@ from faultline.models.resources import (
     Phase,
     Rollback,
 )
+from faultline.reconcile import metrics
 from faultline.reconcile.kube import Kube
 from faultline.reconcile.locks import LockKey, LockTable
 from faultline.reconcile.plan import Plan, plan
@@ -103,7 +104,8 @@ class InjectionDriver:
         self.event = event
         self.lock_seed = lock_seed
         status = FaultInjectionStatus.model_validate(dict(body.get("status") or {}))
-        self.writer = StatusWriter(op.kube, namespace, name, status)
+        self.writer = StatusWriter(op.kube, namespace, name, uid, status)
+        metrics.PHASES.set(uid, status.phase)
         self.holder = holder_of(namespace, name)
 
     @property
@@ -255,12 +257,12 @@ class InjectionDriver:
         # After a crash, a record caught mid-way may be applied: undo it, then apply afresh.
         interrupted = [r for r in records if r.phase != RecordPhase.PENDING and r.needs_recovery]
         if interrupted:
-            await asyncio.gather(*(engine.recover(r, self.writer.save) for r in interrupted))
+            await asyncio.gather(*(self.recover_one(engine, r) for r in interrupted))
             for r in interrupted:
                 if r.phase == RecordPhase.RECOVERED:
                     r.transition(RecordPhase.PENDING, "retrying after an interrupted attempt")
         todo = [r for r in records if r.phase == RecordPhase.PENDING]
-        await asyncio.gather(*(engine.apply(r, self.writer.save) for r in todo))
+        await asyncio.gather(*(self.apply_one(engine, r) for r in todo))
         failed = [r for r in records if r.phase != RecordPhase.INJECTED]
         if failed and len(failed) == len(records):
             message = "; ".join(f"{r.node}: {r.error}" for r in failed)
@@ -331,8 +333,14 @@ class InjectionDriver:
         except (TargetNotReadyError, FaultlineError) as exc:
             self.writer.condition("AllRecovered", False, "TargetNotReady", str(exc))
             return False
-        await asyncio.gather(*(engine.recover(r, self.writer.save) for r in todo))
+        await asyncio.gather(*(self.recover_one(engine, r) for r in todo))
         return all(not r.needs_recovery for r in self.status.records)
+
+    async def apply_one(self, engine: Engine, record: Record) -> None:
+        await metrics.timed("apply", record, lambda: engine.apply(record, self.writer.save))
+
+    async def recover_one(self, engine: Engine, record: Record) -> None:
+        await metrics.timed("recover", record, lambda: engine.recover(record, self.writer.save))
 
     async def recover_all(self, final: Phase = Phase.COMPLETED) -> bool:
         ok = await self.recover_records()

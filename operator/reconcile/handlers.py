@@ -14,7 +14,7 @@ from faultline.models.resources import (
     GROUP,
     VERSION,
 )
-from faultline.reconcile import handle_target
+from faultline.reconcile import handle_target, metrics
 from faultline.reconcile.handle_injection import (
     InjectionDriver,
     Operator,
@@ -169,5 +169,6 @@ async def release_injection(
                 f"{FORCE_RELEASE_ANNOTATION}=true (status will say leaked: true)",
                 delay=10,
             )
+    metrics.PHASES.set(uid, None)
     op.steps.pop(uid, None)
     op.deleting.discard(uid)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from faultline.models.records import Record
 from faultline.models.resources import Condition, FaultInjectionStatus
+from faultline.reconcile import metrics
 from faultline.reconcile.kube import Kube
 
 PLURAL = "faultinjections"
@@ -23,8 +24,11 @@ def now() -> datetime:
 
 
 class StatusWriter:
-    def __init__(self, kube: Kube, namespace: str, name: str, status: FaultInjectionStatus):
+    def __init__(
+        self, kube: Kube, namespace: str, name: str, uid: str, status: FaultInjectionStatus
+    ):
         self.kube = kube
+        self.uid = uid
         self.namespace = namespace
         self.name = name
         self.status = status
@@ -41,6 +45,7 @@ class StatusWriter:
         return body
 
     async def flush(self) -> None:
+        metrics.PHASES.set(self.uid, self.status.phase)
         self._changes += 1
         mine = self._changes
         async with self._lock:

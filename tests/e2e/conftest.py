@@ -85,6 +85,7 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -95,6 +96,8 @@ class OperatorProcess:
                     NAMESPACE,
                     "--liveness",
                     f"http://127.0.0.1:{self.port}/healthz",
+                    "--metrics",
+                    f"127.0.0.1:{self.metrics_port}",
                 ],
                 env=env,
                 stdout=log,
@@ -108,6 +111,11 @@ class OperatorProcess:
                 return
             time.sleep(0.1)
         raise AssertionError(f"operator not ready:\n{self.log.read_text()[-3000:]}")
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no finalizers, like a crashed pod."""

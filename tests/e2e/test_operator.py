@@ -84,7 +84,7 @@ def test_target_status_reports_nodes(e2e: Any, kube: Any) -> None:
 
 
 def test_kill_memcached_on_one_node_then_expiry(
-    e2e: Any, kube: Any, kubectl: Any, lab: Any
+    e2e: Any, kube: Any, kubectl: Any, lab: Any, operator: Any
 ) -> None:
     kubectl.apply(
         injection("kill-one", command="kill memcached service on one node", duration="4s")
@@ -106,6 +106,10 @@ def test_kill_memcached_on_one_node_then_expiry(
     assert condition(done, "AllRecovered")["status"] == "True"
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=kill-one")
     assert "Injecting" in events.stdout and "Completed" in events.stdout
+    scraped = operator.metrics()
+    assert 'faultline_actions_total{action="kill",kind="service",result="ok"} 1.0' in scraped
+    assert 'faultline_injections{phase="Completed"} 1.0' in scraped
+    assert 'faultline_recoveries_total{action="kill",kind="service",result="ok"} 1.0' in scraped
 
 
 def test_network_disconnect_structured(e2e: Any, kube: Any, kubectl: Any, lab: Any) -> None:
