@@ -36,7 +36,7 @@ test: install lint
 	$(BIN)/pytest -q -rfEs
 
 demo: install
-	$(BIN)/faultline lab demo
+	$(BIN)/faultline lab demo --examples examples/lab
 
 lab-up: install
 	$(BIN)/faultline lab up

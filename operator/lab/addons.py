@@ -24,7 +24,7 @@ from faultline.lab.system import LabError
 if TYPE_CHECKING:
     from faultline.lab.lab import Lab
 
-KNOWN = ("ipmi", "libvirt", "redfish")
+KNOWN = ("ipmi", "libvirt", "redfish", "k8s")
 
 
 class LabAddon(Protocol):

@@ -1,66 +1,122 @@
-"""`faultline lab demo`: a lab, a fault injected and rolled back, what happened, teardown."""
+"""`faultline lab demo`: the operator on the lab, sample faults applied with kubectl,
+their effect on the nodes and their rollback shown as they happen, then teardown."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-import faultline
+from faultline.lab.addon_k8s import NAMESPACE, kubeconfig_path
 from faultline.lab.lab import Lab
-from faultline.models.records import ActionResult
+
+BIN = Path(sys.executable).parent
+SAMPLES = ("kill-memcached.yaml", "disconnect-management.yaml")
 
 
-def _pids(lab: Lab, node: str) -> str:
-    found = lab.exec(node, "pgrep -x memcached || true").stdout.split()
-    return " ".join(found) if found else click.style("(none)", fg="red")
+def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig), "-n", NAMESPACE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-def _link(lab: Lab, node: str) -> str:
-    flags = lab.exec(node, "ip -o link show dev eth1").stdout
-    return "UP" if "<UP" in flags or ",UP" in flags else click.style("DOWN", fg="red")
-
-
-def _show(lab: Lab, title: str) -> None:
-    click.echo(click.style(f"\n{title}", bold=True))
+def _nodes_line(lab: Lab) -> str:
+    parts = []
     for node in lab.nodes:
-        click.echo(
-            f"  {node.name}: memcached pids {_pids(lab, node.name)}, eth1 {_link(lab, node.name)}"
+        pids = lab.exec(node.name, "pgrep -x memcached || true").stdout.split()
+        flags = lab.exec(node.name, "ip -o link show dev eth1").stdout
+        mem = "memcached up" if pids else click.style("memcached DOWN", fg="red")
+        link = (
+            "eth1 up" if ("<UP" in flags or ",UP" in flags) else click.style("eth1 DOWN", fg="red")
         )
+        parts.append(f"{node.name}: {mem}, {link}")
+    return "   ".join(parts)
 
 
-def _report(result: ActionResult, sec: int, lab: Lab) -> None:
-    for node in result.nodes:
-        click.echo(f"  {node.fqdn}: {node.phase.value}: {node.output or node.error}")
-    _show(lab, f"while the fault holds ({sec} s):")
+def _status(kubeconfig: Path, name: str) -> dict[str, Any]:
+    done = _kubectl(kubeconfig, "get", "faultinjection", name, "-o", "json")
+    if done.returncode != 0:
+        return {}
+    status: dict[str, Any] = json.loads(done.stdout).get("status") or {}
+    return status
 
 
-def run_demo(state_dir: Path) -> None:
-    lab = Lab(state_dir, nodes=3, container_tools=())
+def _follow(lab: Lab, kubeconfig: Path, name: str, timeout: float = 120) -> None:
+    seen = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = _status(kubeconfig, name)
+        phase = st.get("phase")
+        if phase != seen:
+            seen = phase
+            records = ", ".join(f"{r['node']}={r['phase']}" for r in st.get("records", []))
+            extra = f" (expires {st['expiresAt']})" if phase == "Active" else ""
+            click.echo(f"  {time.strftime('%H:%M:%S')} phase {phase}{extra}  records: {records}")
+            click.echo(f"           {_nodes_line(lab)}")
+        if phase in ("Completed", "Failed", "Aborted"):
+            return
+        time.sleep(0.2)
+    raise click.ClickException(f"{name} did not complete within {timeout:.0f} s")
+
+
+def run_demo(state_dir: Path, examples: Path) -> None:
+    lab = Lab(state_dir, nodes=3, container_tools=(), addons=("k8s",))
+    click.echo("bringing up a 3-node lab and the Kubernetes API emulator...")
     started = time.monotonic()
-    click.echo("bringing up a 3-node lab (network namespaces, sshd, memcached, redis)...")
     lab.up()
-    click.echo(f"lab up in {time.monotonic() - started:.2f} s; config: {lab.config_path}")
+    kubeconfig = kubeconfig_path(lab)
+    click.echo(f"lab up in {time.monotonic() - started:.2f} s; kubeconfig: {kubeconfig}")
+    log = (state_dir / "operator.log").open("ab")
+    operator = subprocess.Popen(
+        [
+            str(BIN / "faultline"),
+            "run",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-n",
+            NAMESPACE,
+            "--liveness",
+            "none",
+            "--metrics",
+            "none",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        with faultline.connect(config_filename=lab.config_path) as cloud:
-            for check in cloud.verify():
-                click.echo(f"  {check.fqdn} ({check.ip}) answers SSH in {check.latency_ms:.0f} ms")
-            _show(lab, "before:")
-            for sentence in (
-                "kill memcached service on one node for 3 seconds",
-                "disconnect management network on node2 node for 2 seconds",
-            ):
-                click.echo(click.style(f'\n$ faultline inject "{sentence}"', fg="cyan"))
-                cloud.on_injected = lambda result, sec: _report(result, sec, lab)
-                result = faultline.human_api(cloud, sentence)
-                for record in result.records:
-                    click.echo(
-                        f"  rolled back on {record.node}: {record.phase.value}: {record.output}"
-                    )
-                _show(lab, "after rollback:")
+        click.echo("operator started (faultline run); waiting for the FaultTarget to be Ready")
+        done = _kubectl(
+            kubeconfig, "wait", "faulttarget/lab", "--for=condition=Ready", "--timeout=60s"
+        )
+        if done.returncode != 0:
+            raise click.ClickException(f"FaultTarget lab not Ready: {done.stderr}")
+        click.echo(_kubectl(kubeconfig, "get", "faulttarget", "lab").stdout)
+        for sample in SAMPLES:
+            path = examples / sample
+            click.echo(click.style(f"$ kubectl apply -f {path}", fg="cyan"))
+            applied = _kubectl(kubeconfig, "apply", "-f", str(path))
+            if applied.returncode != 0:
+                raise click.ClickException(applied.stderr)
+            _follow(lab, kubeconfig, path.stem)
+            click.echo("")
+        click.echo(click.style("$ kubectl get faultinjections", fg="cyan"))
+        click.echo(_kubectl(kubeconfig, "get", "faultinjections").stdout)
     finally:
-        click.echo("\ntearing the lab down")
+        operator.terminate()
+        try:
+            operator.wait(20)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+        click.echo("tearing the lab down")
         lab.down()
 
 
@@ -71,6 +127,13 @@ def run_demo(state_dir: Path) -> None:
     default=Path(".lab-demo"),
     show_default=True,
 )
-def demo(state_dir: Path) -> None:
-    """Inject two faults into a fresh lab, show their effect and their rollback."""
-    run_demo(state_dir)
+@click.option(
+    "--examples",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path("examples/lab"),
+    show_default=True,
+    help="Where the sample FaultInjections are (kill-memcached.yaml, ...).",
+)
+def demo(state_dir: Path, examples: Path) -> None:
+    """Run the operator on a fresh lab: apply sample faults, watch them land and roll back."""
+    run_demo(state_dir.absolute(), examples)

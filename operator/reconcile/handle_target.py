@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from faultline.models.errors import FaultlineError
 from faultline.models.resources import Condition, FaultTargetStatus, TargetNodeStatus
+from faultline.reconcile.status import now
 from faultline.reconcile.targets import Targets
 
 
@@ -17,7 +17,7 @@ def _condition(type_: str, ok: bool, reason: str, message: str = "") -> Conditio
         status="True" if ok else "False",
         reason=reason,
         message=message,
-        last_transition_time=datetime.now(UTC),
+        last_transition_time=now(),
     )
 
 
@@ -59,7 +59,7 @@ async def discover(
         )
     status.nodes = nodes_status
     unreachable = [c.fqdn for c in checks if not c.reachable]
-    status.last_discovery_time = datetime.now(UTC)
+    status.last_discovery_time = now()
     status.conditions = [
         _condition("Discovered", True, "Discovered", f"{len(checks)} node(s)"),
         _condition(

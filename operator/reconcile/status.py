@@ -20,7 +20,8 @@ PLURAL = "faultinjections"
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """Whole seconds, like Kubernetes' own timestamps (kubectl's date columns expect that)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 class StatusWriter:
