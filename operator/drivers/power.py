@@ -109,10 +109,13 @@ def build_backend(config: PowerConfig, index: int = 0) -> PowerBackend:
             raise ConfigError(
                 f"power[{index}].driver",
                 f"the {config.driver} backend needs a library that is not installed ({exc.name})",
-                "install faultline with the extra for it, e.g. pip install 'faultline[power]'",
+                f"install the extra for it: pip install 'faultline[{config.driver}]'",
             ) from None
     if config.driver not in _BACKENDS:
         raise ConfigError(
             f"power[{index}].driver", f"{config.driver!r} is not available yet in this version"
         )
-    return _BACKENDS[config.driver](config)
+    try:
+        return _BACKENDS[config.driver](config)
+    except ConfigError as exc:
+        raise ConfigError(f"power[{index}].{exc.field}", exc.message, exc.fix) from None

@@ -74,7 +74,9 @@ class PowerFault(FaultHandler):
         previous = record.previous.get("power", PowerState.ON.value)
         if record.action == "poweron":
             if previous == PowerState.OFF.value:
-                return await backend.power_off(target)
+                out = await backend.power_off(target)
+                sh.forget()
+                return out
             return "was on before; left on"
         if previous == PowerState.OFF.value:
             return "was off before; left off"
