@@ -27,10 +27,10 @@ $(BIN)/faultline: pyproject.toml $(shell find operator -name "*.py")
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check --no-cache operator tests benchmarks
+	$(BIN)/ruff format --no-cache --check operator tests benchmarks
 	$(BIN)/mypy -p faultline
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 test: install lint
 	$(BIN)/pytest -q -rfEs

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-from lab_observe import NODES, pids
 
 import faultline
 from faultline.api import VerifyError
@@ -17,6 +16,7 @@ from faultline.models.errors import (
     UnknownNodeError,
     UnknownServiceError,
 )
+from lab_observe import NODES, pids
 
 pytestmark = pytest.mark.lab
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lab_observe import eventually, pids
 
 pytestmark = pytest.mark.lab

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from lab_observe import NODES, out
 
 import faultline
+from lab_observe import NODES, out
 
 pytestmark = pytest.mark.lab
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from lab_observe import NODES, eventually, memcached_answers, out, pids, port_open, states
 
 import faultline
 from faultline.models.records import RecordPhase
+from lab_observe import NODES, eventually, memcached_answers, out, pids, port_open, states
 
 pytestmark = pytest.mark.lab
 
