@@ -17,6 +17,13 @@ from faultline.models.base import Model
 from faultline.models.errors import ConfigError, config_error_from_pydantic
 
 
+class SecretKeyRef(Model):
+    """A key of a Kubernetes Secret in the target's namespace (operator only)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
 class BmcSpec(Model):
     """A node's baseboard management controller (IPMI or Redfish)."""
 
@@ -24,6 +31,7 @@ class BmcSpec(Model):
     port: int | None = Field(default=None, ge=1, le=65535)
     username: str | None = None
     password_file: str | None = None
+    password_secret: SecretKeyRef | None = None
 
 
 class NodeSpec(Model):
@@ -78,13 +86,6 @@ class JumpHost(Model):
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
     private_key_file: str | None = None
-
-
-class SecretKeyRef(Model):
-    """A key of a Kubernetes Secret in the target's namespace (operator only)."""
-
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
 
 
 class SshConfig(Model):

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from faultline.engine.engine import Engine
+from faultline.models.config import SecretKeyRef
 from faultline.models.errors import ConfigError, FaultlineError, config_error_from_pydantic
 from faultline.models.resources import FaultTargetSpec
 from faultline.reconcile.kube import Kube, KubeError
@@ -64,7 +65,12 @@ class Targets:
             return cached[1], spec
         config = spec.model_copy(deep=True)
         for field, path in files.items():
-            setattr(config.ssh, field, str(path))
+            if field.startswith("bmc:"):
+                node = next(n for n in config.nodes if n.fqdn == field[4:])
+                assert node.bmc is not None
+                node.bmc.password_file = str(path)
+            else:
+                setattr(config.ssh, field, str(path))
         engine = Engine(config)
         if cached is not None:
             self._retired.append(cached[1])  # in-flight work may still use it
@@ -78,23 +84,30 @@ class Targets:
         versions: list[str] = []
         directory = self._root / f"{namespace}.{name}"
         directory.mkdir(mode=0o700, exist_ok=True)
-        for field, ref in spec.ssh.secret_refs().items():
+        refs: dict[str, tuple[SecretKeyRef, str]] = {
+            field: (ref, f"spec.ssh.{_camel(field)}")
+            for field, ref in spec.ssh.secret_refs().items()
+        }
+        for i, node in enumerate(spec.nodes):
+            if node.bmc is not None and node.bmc.password_secret is not None:
+                where = f"spec.discovery.static.nodes[{i}].bmc.passwordSecret"
+                refs[f"bmc:{node.fqdn}"] = (node.bmc.password_secret, where)
+        for field, (ref, where) in refs.items():
             try:
                 data, version = await self.kube.read_secret(namespace, ref.name)
             except KubeError as exc:
                 if exc.status == 404:
                     raise TargetNotReadyError(
-                        f"Secret {namespace}/{ref.name} (ssh.{_camel(field)} of FaultTarget "
-                        f"{name}) not found"
+                        f"Secret {namespace}/{ref.name} ({where} of FaultTarget {name}) not found"
                     ) from None
                 raise
             if ref.key not in data:
                 raise ConfigError(
-                    f"spec.ssh.{_camel(field)}.key",
+                    f"{where}.key",
                     f"Secret {ref.name} has no key {ref.key!r}",
                     f"keys: {', '.join(sorted(data)) or 'none'}",
                 )
-            path = directory / field
+            path = directory / field.replace(":", "-")
             path.touch(mode=0o600)
             path.write_bytes(data[ref.key])
             files[field] = path
