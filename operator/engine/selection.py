@@ -6,6 +6,7 @@ import random
 
 from faultline.engine.engine import Engine
 from faultline.engine.nodes import Node
+from faultline.engine.safety import unprotected
 from faultline.models.errors import NoNodesSelectedError
 from faultline.models.faults import FaultKind
 from faultline.models.resources import Selector, SelectorMode
@@ -21,7 +22,10 @@ async def candidates(engine: Engine, kind: FaultKind, target: str | None) -> lis
 async def select(
     engine: Engine, kind: FaultKind, target: str | None, selector: Selector
 ) -> list[Node]:
+    """Protected nodes are never picked; naming one explicitly is left to the safety check."""
     nodes = await candidates(engine, kind, target)
+    if not selector.fqdns:
+        nodes = unprotected(nodes, engine.config.safety)
     where = f"{kind} {target}" if target else "the target's nodes"
     if selector.fqdns:
         wanted = engine.resolve(selector.fqdns)

@@ -186,10 +186,29 @@ class PowerConfig(Model):
 
 
 class SafetyConfig(Model):
-    max_nodes: int | None = Field(default=None, ge=1)
-    max_percent: int | None = Field(default=None, ge=1, le=100)
-    allowed_actions: list[str] | None = None
-    paused: bool = False
+    """Brakes: checked before anything is touched."""
+
+    max_nodes: int | None = Field(
+        default=None, ge=1, description="At most this many nodes per injection."
+    )
+    max_percent: int | None = Field(
+        default=None, ge=1, le=100, description="At most this share of the nodes per injection."
+    )
+    allowed_actions: list[str] | None = Field(
+        default=None,
+        description="If set, only these actions: 'kill' (any kind) or 'service.kill'.",
+    )
+    protected_nodes: list[str] = Field(
+        default_factory=list, description="fqdns never selected; naming one is refused."
+    )
+    protected_labels: dict[str, str] = Field(
+        default_factory=dict, description="Nodes with all these labels are never selected."
+    )
+    paused: bool = Field(
+        default=False,
+        description="Kill switch for this target: active injections are recovered and "
+        "aborted, new ones wait until it is lifted.",
+    )
 
 
 class CloudConfig(Model):

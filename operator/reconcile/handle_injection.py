@@ -18,7 +18,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from faultline.engine import safety
 from faultline.engine.engine import Engine
+from faultline.engine.safety import SafetyError
 from faultline.engine.selection import select
 from faultline.models.errors import FaultlineError, config_error_from_pydantic
 from faultline.models.records import Record, RecordPhase
@@ -183,12 +185,18 @@ class InjectionDriver:
         except (TargetNotReadyError, FaultlineError) as exc:
             await self.pending("TargetNotReady", str(exc))
             return False
+        if engine.config.safety.paused:
+            await self.pending("TargetPaused", f"FaultTarget {spec.target_ref.name}: safety.paused")
+            return False
+        fault = the_plan.fault
         try:
-            engine.check(the_plan.fault)
-            nodes = await select(
-                engine, the_plan.fault.kind, the_plan.fault.target, the_plan.selector
-            )
-            records = engine.plan(the_plan.fault, nodes, self.injection_id)
+            engine.check(fault)
+            nodes = await select(engine, fault.kind, fault.target, the_plan.selector)
+            safety.check(engine.config.safety, fault, nodes, len(engine.nodes))
+            records = engine.plan(fault, nodes, self.injection_id)
+        except SafetyError as exc:
+            await self.fail("SafetyLimit", str(exc), condition="Selected")
+            return True
         except FaultlineError as exc:
             await self.fail("SelectionFailed", str(exc), condition="Selected")
             return True
@@ -313,6 +321,11 @@ class InjectionDriver:
             else:
                 await self.writer.update(phase=Phase.RECOVERING)
             return None
+        if self.op.targets.paused(self.namespace, self.status.target or ""):
+            self.writer.condition("Paused", True, "KillSwitch", "the target's safety.paused is set")
+            if await self.recover_all(final=Phase.ABORTED, reason="KillSwitch"):
+                self.event("Warning", "Aborted", "kill switch: the target's safety.paused is set")
+            return None
         if expires is not None and now() >= expires:
             await self.writer.update(phase=Phase.RECOVERING, reason="Expired")
             return None
@@ -342,7 +355,7 @@ class InjectionDriver:
     async def recover_one(self, engine: Engine, record: Record) -> None:
         await metrics.timed("recover", record, lambda: engine.recover(record, self.writer.save))
 
-    async def recover_all(self, final: Phase = Phase.COMPLETED) -> bool:
+    async def recover_all(self, final: Phase = Phase.COMPLETED, reason: str | None = None) -> bool:
         ok = await self.recover_records()
         if not ok:
             bad = [r for r in self.status.records if r.needs_recovery]
@@ -352,6 +365,8 @@ class InjectionDriver:
             self.event("Warning", "RecoverFailed", message)
             return False
         self.writer.condition("AllRecovered", True, "Recovered", "")
+        if reason is not None:
+            self.status.reason = reason
         await self.writer.update(phase=final, completed_at=now())
         self.op.locks.release(self.holder)
         self.event("Normal", final.value, "every record recovered")

@@ -114,6 +114,11 @@ class Targets:
             versions.append(f"{ref.name}@{version}")
         return files, versions
 
+    def paused(self, namespace: str, name: str) -> bool:
+        """The kill switch as last seen (no API call: target handlers keep it current)."""
+        cached = self._engines.get((namespace, name))
+        return cached is not None and cached[1].config.safety.paused
+
     async def close(self) -> None:
         engines = [e for _, e in self._engines.values()] + self._retired
         for engine in engines:
