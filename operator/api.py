@@ -289,6 +289,7 @@ class Service(_Managed):
         other_port: int | None = None,
         sec: int | None = None,
     ) -> ActionResult:
+        _no_other_port(other_port)
         return self._act("unplug", nodes, sec, direction=direction)
 
     def plug(
@@ -300,6 +301,7 @@ class Service(_Managed):
         injection_id: str | None = None,
     ) -> ActionResult:
         """Remove an unplug's rules: those of `injection_id`, else of the last unplug."""
+        _no_other_port(other_port)
         tag = injection_id or self._last_unplug()
         return self._act("plug", nodes, sec, direction=direction, tag=tag)
 
@@ -309,6 +311,15 @@ class Service(_Managed):
                 return record.injection_id
         raise ConfigError(
             "injection_id", f"no unplug of {self.name} is known to plug", "pass injection_id="
+        )
+
+
+def _no_other_port(other_port: int | None) -> None:
+    if other_port is not None:
+        raise ConfigError(
+            "other_port",
+            "matching the peer's port is not supported",
+            "leave it out: unplug drops traffic on the service's own port",
         )
 
 
