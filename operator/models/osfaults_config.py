@@ -160,5 +160,57 @@ def to_native(data: dict[str, Any]) -> dict[str, Any]:
     power = data.get("power_managements") or (
         [data["power_management"]] if data.get("power_management") else []
     )
-    native["power"] = [{"driver": p.get("driver", ""), "args": p.get("args") or {}} for p in power]
+    native["power"] = [
+        _ipmi_power(p.get("args") or {}, i, nodes)
+        if p.get("driver") == "ipmi"
+        else {"driver": p.get("driver", ""), "args": p.get("args") or {}}
+        for i, p in enumerate(power)
+    ]
     return native
+
+
+_BMC_KEYS = {
+    "address": "address",
+    "port": "port",
+    "username": "username",
+    "password_file": "passwordFile",
+    "passwordFile": "passwordFile",
+}
+
+
+def _ipmi_power(args: dict[str, Any], i: int, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """os-faults' ipmi `mac_to_bmc` / `fqdn_to_bmc` become the nodes' `bmc` (passwordFile
+    only: inline passwords are refused); the backend covers exactly those nodes."""
+    field = f"power_managements[{i}].args"
+    unknown = sorted(set(args) - {"mac_to_bmc", "fqdn_to_bmc"})
+    if unknown:
+        raise ConfigError(f"{field}.{unknown[0]}", "unknown os-faults ipmi option")
+    by_key = {
+        "mac_to_bmc": {str(n["mac"]).lower(): n for n in nodes if n.get("mac")},
+        "fqdn_to_bmc": {n["fqdn"]: n for n in nodes},
+    }
+    covered: list[str] = []
+    for key, index in by_key.items():
+        for name, bmc in (args.get(key) or {}).items():
+            where = f"{field}.{key}.{name}"
+            if "password" in bmc:
+                raise ConfigError(
+                    f"{where}.password",
+                    "inline passwords are not read",
+                    "put the password in a file (mode 0600) and give its path as passwordFile",
+                )
+            node = index.get(str(name).lower() if key == "mac_to_bmc" else str(name))
+            if node is None:
+                what = "mac" if key == "mac_to_bmc" else "fqdn"
+                raise ConfigError(where, f"no node with {what} {name}", "list it in node_discover")
+            bad = sorted(set(bmc) - set(_BMC_KEYS))
+            if bad or "address" not in bmc:
+                raise ConfigError(
+                    f"{where}.{bad[0] if bad else 'address'}",
+                    "unknown BMC option" if bad else "missing",
+                    "give address, username, passwordFile and optionally port",
+                )
+            node["bmc"] = {_BMC_KEYS[k]: v for k, v in bmc.items()}
+            if node["fqdn"] not in covered:
+                covered.append(node["fqdn"])
+    return {"driver": "ipmi", "nodes": covered, "args": {}}
