@@ -32,7 +32,11 @@ def lab_root() -> Iterator[Path]:
 def lab(lab_root: Path) -> Iterator[Lab]:
     # temporary: if this session dies hard, the next one's cleanup_leftovers() removes it.
     the_lab = Lab(
-        state_dir=lab_root / "lab", nodes=3, temporary=True, container_tools=("podman", "docker")
+        state_dir=lab_root / "lab",
+        nodes=3,
+        temporary=True,
+        container_tools=("podman", "docker"),
+        addons=("ipmi",),
     )
     try:
         the_lab.up()

@@ -159,6 +159,21 @@ def lab_target(lab: Lab, kube: KubeAPI, kubectl: Kubectl) -> str:
         },
     }
     kubectl.apply(secret)
+    bmc_files = {
+        n["bmc"]["passwordFile"]
+        for n in yaml.safe_load(lab.config_path.read_text())["discovery"]["static"]["nodes"]
+        if n.get("bmc")
+    }
+    (bmc_file,) = bmc_files  # one password for the lab's BMCs
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "lab-bmc", "namespace": NAMESPACE},
+            "type": "Opaque",
+            "data": {"password": base64.b64encode(Path(bmc_file).read_bytes()).decode()},
+        }
+    )
     kubectl.apply(lab_target_manifest(lab))
     return "lab"
 

@@ -276,3 +276,24 @@ def test_forced_release_is_audited(e2e: Any, kube: Any, kubectl: Any, lab: Any) 
     eventually(lambda: get(kube, "stuck") is None, 30, "released")
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=stuck")
     assert "ForcedRelease" in events.stdout
+
+
+def test_ipmi_poweroff_then_expiry(e2e: Any, kube: Any, kubectl: Any, lab: Any) -> None:
+    """Through the node's BMC (ipmi_sim), with its password from a Secret."""
+    before = lab.exec("node2", "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    kubectl.apply(
+        injection(
+            "poweroff-ipmi",
+            fault={"kind": "power", "action": "poweroff"},
+            selector={"mode": "all", "fqdns": ["node2"]},
+            duration="3s",
+        )
+    )
+    st = wait_phase(kube, "poweroff-ipmi", "Active", timeout=30)
+    assert st["records"][0]["identity"]["backend"] == "ipmi"
+    assert lab.power("node2", "status") == "off"
+    assert lab.power("node1", "status") == "on"
+    wait_phase(kube, "poweroff-ipmi", "Completed", timeout=60)
+    assert lab.power("node2", "status") == "on"
+    after = lab.exec("node2", "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    assert after not in ("", before)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import faultline
 from faultline.models.errors import ActionError
@@ -74,16 +75,30 @@ def test_reboot_one_node(lab: Any, cloud: Any) -> None:
     cloud.verify()
 
 
-def test_shutdown_stops_answering_until_powered_on(lab: Any, cloud: Any) -> None:
+def test_shutdown_recovered_through_the_power_backend(lab: Any, cloud: Any) -> None:
+    """The lab's nodes have BMCs (ipmi_sim): recovery powers the node back on through it."""
+    before = boot_id(lab, "node3")
     result = cloud.get_nodes(["node3"]).shutdown()
     assert result.ok  # the node stopped answering; its graceful shutdown ends in power off
     eventually(lambda: lab.power("node3", "status") == "off", 30, "node3 powered off")
-    rec = cloud.recover(result, raise_on_error=False)
-    assert rec.nodes[0].phase == RecordPhase.RECOVER_FAILED
-    assert "power it on" in (rec.nodes[0].error or "")
-    lab.power("node3", "on")
-    assert cloud.recover(rec.records).ok
+    rec = cloud.recover(result)
+    assert "through ipmi" in rec.records[0].output
+    assert lab.power("node3", "status") == "on"
+    assert boot_id(lab, "node3") not in ("", before)
     cloud.verify()
+
+
+def test_shutdown_without_power_backend_says_how_to_recover(lab: Any, cloud: Any) -> None:
+    data = yaml.safe_load(lab.config_path.read_text())
+    data.pop("power")
+    with faultline.connect(data) as bare:
+        result = bare.get_nodes(["node2"]).shutdown()
+        eventually(lambda: lab.power("node2", "status") == "off", 30, "node2 powered off")
+        rec = bare.recover(result, raise_on_error=False)
+        assert rec.nodes[0].phase == RecordPhase.RECOVER_FAILED
+        assert "power it on" in (rec.nodes[0].error or "")
+        lab.power("node2", "on")
+        assert bare.recover(rec.records).ok
 
 
 def oom_kills(control: Path) -> int:
@@ -115,8 +130,6 @@ def test_stress_cpu_runs_for_its_duration_and_recover_ends_it(lab: Any, cloud: A
 
 def test_unreachable_node_is_reported_and_others_still_done(lab: Any, cloud: Any) -> None:
     """node9 has an address in the lab range where no host answers."""
-    import yaml
-
     data = yaml.safe_load(lab.config_path.read_text())
     base = data["discovery"]["static"]["nodes"][0]["ip"].rsplit(".", 1)[0]
     data["discovery"]["static"]["nodes"].append({"fqdn": "node9", "ip": f"{base}.99"})
