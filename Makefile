@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := openssh-server openssh-client memcached redis-server tini iptables iproute2 \
-	procps psmisc stress-ng podman netcat-openbsd docker.io busybox-static
+	procps psmisc stress-ng podman netcat-openbsd docker.io busybox-static sudo openipmi ipmitool
 
 .PHONY: install system-packages venv lint test demo lab-up lab-down clean
 

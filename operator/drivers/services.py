@@ -86,8 +86,9 @@ class ProcessService:
     restart_command: str | None
 
     def start(self) -> str:
-        # Detached so a long-running process does not hold the SSH channel open.
-        return f"setsid sh -c {q(self.start_command)} </dev/null >/dev/null 2>&1 &"
+        # Detached (setsid forks) so a long-running process does not hold the SSH channel
+        # open; no trailing `&`, so the command composes inside `if ...; then ...; fi`.
+        return f"setsid -f sh -c {q(self.start_command)} </dev/null >/dev/null 2>&1"
 
     def terminate(self) -> str:
         if self.terminate_command:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,10 +130,23 @@ class SshPool:
             self._conns[key] = conn
             return conn
 
-    def _wrap(self, target: SshTarget, command: str) -> str:
-        if self._config.become and target.user != "root":
-            return "sudo -S -p '' sh -c " + shlex.quote(command)
-        return command
+    def _wrap(self, target: SshTarget, command: str) -> tuple[str, str]:
+        """The command line to run, and what its stdin must start with (the become password)."""
+        cfg = self._config
+        if not cfg.become or target.user == "root":
+            return command, ""
+        if not cfg.become_password_file:
+            # -n: fail at once if sudo wants a password, rather than take the command's stdin
+            # (a script) for password attempts, or wait for a password that never comes.
+            return "sudo -n sh -c " + shlex.quote(command), ""
+        secret = _read_secret(cfg.become_password_file, "ssh.becomePasswordFile")
+        # sudo -S reads the password line only when it asks for one: not under a NOPASSWD rule
+        # nor with cached credentials. Then the line is still there, and a script read from
+        # stdin would run the password as a command (and echo it in an error). So a fence line
+        # follows it, and the command first skips everything up to the fence.
+        fence = secrets.token_hex(8)
+        skip = f'IFS= read -r _l; [ "$_l" = {fence} ] || IFS= read -r _l; unset _l; '
+        return "sudo -S -p '' sh -c " + shlex.quote(skip + command), f"{secret}\n{fence}\n"
 
     async def connect(self, target: SshTarget) -> None:
         async with self._slots:
@@ -148,10 +162,9 @@ class SshPool:
     ) -> CommandResult:
         """Run a shell command on the node. Raises NodeUnreachableError if it cannot."""
         limit = timeout or self._config.command_timeout
-        wrapped = self._wrap(target, command)
-        if wrapped is not command and self._config.become_password_file:
-            secret = _read_secret(self._config.become_password_file, "ssh.becomePasswordFile")
-            stdin = secret + "\n" + (stdin or "")
+        wrapped, prefix = self._wrap(target, command)
+        if prefix:
+            stdin = prefix + (stdin or "")
         async with self._slots:
             for attempt in (1, 2):
                 conn = await self._connection(target)

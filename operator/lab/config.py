@@ -14,9 +14,14 @@ from faultline.lab.state import LabNode
 SSH_HOST_KEY = "ssh_host_ed25519_key"
 AUTHORIZED_KEYS = "authorized_keys"
 
+#: The unprivileged user on every node: password and key logins, sudo with its password.
+LAB_USER = "faultline"
+LAB_USER_HOME = f"/home/{LAB_USER}"
+
 
 def sshd_config(listen_ip: str, mgmt_ip: str) -> str:
-    # No PAM: root's password is "*" (not locked), keys only, and logins stay fast.
+    # No PAM: root's password is "*" (not locked), root logs in with keys only, and logins
+    # stay fast.
     # MaxStartups is generous because benchmarks open many connections at once.
     return f"""\
 # Faultline lab node: generated, rewritten by every `lab up`.
@@ -37,7 +42,41 @@ MaxStartups 200:30:400
 MaxSessions 100
 AcceptEnv LANG LC_*
 Subsystem sftp /usr/lib/openssh/sftp-server
+
+# The unprivileged lab user logs in with its password (checked against the node's own
+# /etc/shadow: no PAM) or with a key from its home.
+Match User {LAB_USER}
+    PasswordAuthentication yes
+    AuthorizedKeysFile .ssh/{AUTHORIZED_KEYS}
 """
+
+
+def sudoers() -> str:
+    """/etc/sudoers.d/faultline: root for the lab user, after it typed its own password."""
+    return f"""\
+# Faultline lab node: generated, rewritten by every `lab up`.
+Defaults:{LAB_USER} lecture=never, !mail_badpass
+{LAB_USER} ALL=(ALL:ALL) ALL
+"""
+
+
+def with_user_line(host_text: str, line: str) -> str:
+    """A copy of a host account database (passwd, group, shadow) plus the lab user's line."""
+    kept = [x for x in host_text.splitlines() if x.split(":", 1)[0] != LAB_USER]
+    return "\n".join([*kept, line]) + "\n"
+
+
+def passwd_line(uid: int, gid: int) -> str:
+    return f"{LAB_USER}:x:{uid}:{gid}:Faultline lab user:{LAB_USER_HOME}:/bin/bash"
+
+
+def group_line(gid: int) -> str:
+    return f"{LAB_USER}:x:{gid}:"
+
+
+def shadow_line(password_hash: str, changed_day: int) -> str:
+    # Last change today: 0 there would force a password change at the first login.
+    return f"{LAB_USER}:{password_hash}:{changed_day}:0:99999:7:::"
 
 
 def memcached_conf() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from faultline.lab.system import LabError, run
 
 REQUIRED = (
+    "sudo",
     "openssh-server",
     "openssh-client",
     "memcached",

@@ -8,6 +8,15 @@ set -u
 eth0_cidr=$1 eth1_cidr=$2
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
+# The node's own /etc files (account databases, hosts, ...): the host replacing its own file
+# detaches the node's mount over it.
+if [ -f /run/faultline-lab/etc-mounts ]; then
+    while read -r source target _; do
+        [ "$source" -ef "$target" ] && continue
+        mount --bind "$source" "$target" && echo "fixed: $target mounted again"
+    done </run/faultline-lab/etc-mounts
+fi
+
 for dev in eth0 eth1; do
     read -r state <"/sys/class/net/$dev/operstate"
     [ "$state" = up ] || echo "fixed: $dev up"

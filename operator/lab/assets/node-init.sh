@@ -13,19 +13,30 @@ hostname "$fqdn"
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
 mkdir -p -m 1777 /run/lock
-mkdir -p /run/faultline-lab/bin
+mkdir -p /run/faultline-lab/bin /run/faultline-lab/etc
 
 # The lab's scripts stay reachable after /tmp is replaced below (state dirs often live there).
 mount --bind -o ro "$lab_bin" /run/faultline-lab/bin
 
 mount --bind "$node_dir/ssh" /etc/ssh
 mount --bind "$node_dir/root" /root
+mount --bind "$node_dir/home" /home
 mount --bind "$node_dir/log" /var/log
 mount --bind "$node_dir/redis" /var/lib/redis
 mount --bind "$node_dir/vartmp" /var/tmp
-for file in hosts hostname memcached.conf redis/redis.conf; do
-    mount --bind "$node_dir/etc/${file//\//-}" "/etc/$file"
-done
+
+# Per-node files over the host's, from $node_dir/etc (a / in the name becomes a -), which
+# stays reachable as /run/faultline-lab/etc after /tmp is replaced. The host replacing one of
+# its own files (useradd renames a new /etc/passwd into place) detaches the node's mount
+# over it: node-heal.sh mounts again what /run/faultline-lab/etc-mounts lists.
+# One `mount --all` of a list in fstab form costs one process instead of one per file.
+mount --bind "$node_dir/etc" /run/faultline-lab/etc
+files="hosts hostname memcached.conf redis/redis.conf passwd group shadow"
+[ -d /etc/sudoers.d ] && files="$files sudoers.d"
+for file in $files; do
+    echo "/run/faultline-lab/etc/${file//\//-} /etc/$file none bind 0 0"
+done >/run/faultline-lab/etc-mounts
+mount --all --fstab /run/faultline-lab/etc-mounts
 
 # Debian's reboot/poweroff/halt/shutdown are symlinks to systemctl, which cannot work
 # without systemd. Mounts follow symlinks, so the power helper lands on their target(s).
