@@ -44,6 +44,7 @@ from faultline.models.resources import (
     FaultTargetSpec,
     FaultTargetStatus,
 )
+from faultline.models.schedule import FaultScheduleSpec, FaultScheduleStatus
 
 JsonSchemaMode = Literal["validation", "serialization"]
 
@@ -177,12 +178,45 @@ FAULT_INJECTION = ResourceKind(
     ),
 )
 
-# FaultSchedule (short name fs) joins here once its models exist in resources.py, e.g.:
-#   FAULT_SCHEDULE = ResourceKind(kind="FaultSchedule", plural="faultschedules",
-#       short_names=("fs",), spec=FaultScheduleSpec, status=FaultScheduleStatus,
-#       columns=(Schedule, Suspend, Active, Last Schedule, AGE), description=...)
+FAULT_SCHEDULE = ResourceKind(
+    kind="FaultSchedule",
+    plural="faultschedules",
+    short_names=("fs",),
+    description=(
+        "FaultSchedule: creates FaultInjections from spec.template on a cron schedule "
+        "(spec.schedule, spec.timeZone), one per scheduled time, owned by the schedule and "
+        "named <schedule>-<run number>; concurrencyPolicy Forbid | Allow | Replace, "
+        "startingDeadlineSeconds, history limits, suspend and time windows as for a CronJob."
+    ),
+    spec=FaultScheduleSpec,
+    status=FaultScheduleStatus,
+    columns=(
+        PrinterColumn("Schedule", ".spec.schedule", description="When runs are due."),
+        PrinterColumn("Suspend", ".spec.suspend", "boolean", description="No new runs."),
+        # JSONPath cannot count a list, so status carries the count next to the names.
+        PrinterColumn("Active", ".status.activeCount", "integer", description="Children running."),
+        PrinterColumn(
+            "Last Schedule",
+            ".status.lastScheduleTime",
+            "date",
+            description="The last scheduled time taken.",
+        ),
+        AGE,
+        PrinterColumn(
+            "Next", ".status.nextScheduleTime", "date", description="The next run.", priority=1
+        ),
+        PrinterColumn(
+            "Last Success",
+            ".status.lastSuccessfulTime",
+            "date",
+            description="When a child last completed.",
+            priority=1,
+        ),
+    ),
+)
+
 #: Every kind, in the order `crds()` returns them.
-KINDS: tuple[ResourceKind, ...] = (FAULT_TARGET, FAULT_INJECTION)
+KINDS: tuple[ResourceKind, ...] = (FAULT_TARGET, FAULT_INJECTION, FAULT_SCHEDULE)
 
 
 # --- public API ------------------------------------------------------------------------------

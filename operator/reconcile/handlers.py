@@ -14,12 +14,19 @@ from faultline.models.resources import (
     GROUP,
     VERSION,
 )
+from faultline.models.schedule import SCHEDULE_LABEL
 from faultline.reconcile import handle_target, metrics
 from faultline.reconcile.handle_injection import (
     InjectionDriver,
     Operator,
     holder_of,
     lock_entries,
+)
+from faultline.reconcile.handle_schedule import (
+    ScheduleDriver,
+    Wakeups,
+    spec_unseen,
+    wake_targets,
 )
 from faultline.reconcile.kube import Kube
 from faultline.reconcile.locks import LockTable
@@ -172,3 +179,46 @@ async def release_injection(
     metrics.PHASES.set(uid, None)
     op.steps.pop(uid, None)
     op.deleting.discard(uid)
+
+
+# --- FaultSchedule ------------------------------------------------------------------------
+
+SCHEDULE_WAKEUPS = Wakeups()
+
+
+@kopf.daemon(GROUP, VERSION, "faultschedules", cancellation_timeout=30)
+async def drive_schedule(
+    namespace: str | None,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
+) -> None:
+    op = RUNTIME.get()
+    driver = ScheduleDriver(
+        op.kube, namespace or "default", name, uid, _events(body), SCHEDULE_WAKEUPS
+    )
+    await driver.run(stopped)
+
+
+def _unseen_spec(body: kopf.Body, **_: Any) -> bool:
+    return spec_unseen(body)
+
+
+def _child_done(body: kopf.Body, type: str | None, **_: Any) -> bool:
+    return bool(wake_targets(body, type))
+
+
+# Wake-ups only (the filters keep kopf from logging every other watch event).
+@kopf.on.event(GROUP, VERSION, "faultschedules", when=_unseen_spec)
+def schedule_changed(uid: str, **_: Any) -> None:
+    SCHEDULE_WAKEUPS.wake(uid)
+
+
+@kopf.on.event(
+    GROUP, VERSION, "faultinjections", labels={SCHEDULE_LABEL: kopf.PRESENT}, when=_child_done
+)
+def scheduled_child_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    for uid in wake_targets(body, type):
+        SCHEDULE_WAKEUPS.wake(uid)

@@ -19,8 +19,9 @@ from faultline.models.resources import GROUP, VERSION
 
 
 class KubeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
         self.status = status
+        self.reason = reason  # AlreadyExists, Conflict, NotFound, ... (when the API says)
         super().__init__(f"Kubernetes API {status}: {message}")
 
 
@@ -60,17 +61,27 @@ class Kube:
             url += f"/{sub}"
         return url
 
-    async def _request(self, method: str, url: str, body: Any = None, ctype: str = "") -> Any:
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        ctype: str = "",
+        params: dict[str, str] | None = None,
+    ) -> Any:
         headers = {"Content-Type": ctype} if ctype else {}
         data = json.dumps(body) if body is not None else None
-        async with self._session.request(method, url, data=data, headers=headers) as resp:
+        async with self._session.request(
+            method, url, data=data, headers=headers, params=params
+        ) as resp:
             text = await resp.text()
             if resp.status >= 400:
                 try:
-                    message = json.loads(text).get("message", text)
-                except ValueError:
-                    message = text
-                raise KubeError(resp.status, message[:300])
+                    answer = json.loads(text)
+                    message, reason = answer.get("message", text), answer.get("reason", "")
+                except (ValueError, AttributeError):
+                    message, reason = text, ""
+                raise KubeError(resp.status, str(message)[:300], str(reason))
             return json.loads(text) if text else None
 
     async def get(self, namespace: str, plural: str, name: str) -> dict[str, Any]:
@@ -78,15 +89,59 @@ class Kube:
         return result
 
     async def patch_status(
-        self, namespace: str, plural: str, name: str, status: dict[str, Any]
+        self,
+        namespace: str,
+        plural: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
+        """A merge patch of status. With `resource_version`, only if the object is still at
+        that version (else KubeError 409 Conflict): optimistic concurrency."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         result: dict[str, Any] = await self._request(
             "PATCH",
             self._custom(namespace, plural, name, "status"),
-            {"status": status},
+            body,
             "application/merge-patch+json",
         )
         return result
+
+    async def create(self, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a custom object (KubeError 409 AlreadyExists when the name is taken)."""
+        result: dict[str, Any] = await self._request(
+            "POST", self._custom(namespace, plural), body, "application/json"
+        )
+        return result
+
+    async def list(
+        self, namespace: str, plural: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """Custom objects of a namespace (a consistent read), optionally by label selector."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        body = await self._request("GET", self._custom(namespace, plural), params=params)
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+    async def delete(
+        self, namespace: str, plural: str, name: str, propagation: str = "Background"
+    ) -> bool:
+        """Ask for deletion (finalizers still run). False when it was already gone."""
+        try:
+            await self._request(
+                "DELETE",
+                self._custom(namespace, plural, name),
+                {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+                "application/json",
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str]:
         """A Secret's decoded data and its resourceVersion (for caching)."""

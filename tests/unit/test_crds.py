@@ -35,6 +35,7 @@ from faultline.models.resources import (
     Phase,
     TargetNodeStatus,
 )
+from faultline.models.schedule import FaultScheduleSpec, FaultScheduleStatus
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
@@ -44,6 +45,7 @@ CRDS: dict[str, dict[str, Any]] = {c["spec"]["names"]["kind"]: c for c in crds.c
 MODELS: dict[str, tuple[type[pydantic.BaseModel], type[pydantic.BaseModel]]] = {
     "FaultTarget": (FaultTargetSpec, FaultTargetStatus),
     "FaultInjection": (FaultInjectionSpec, FaultInjectionStatus),
+    "FaultSchedule": (FaultScheduleSpec, FaultScheduleStatus),
 }
 
 
@@ -636,7 +638,12 @@ def kubeapi() -> Iterator[KubeAPI]:
 
 def test_emulator_accepts_the_crds(kubeapi: KubeAPI) -> None:
     served = {(r.group, r.plural): r for r in kubeapi.resources() if r.group == "faultline.dev"}
-    assert set(served) == {("faultline.dev", "faulttargets"), ("faultline.dev", "faultinjections")}
+    assert set(served) == {
+        ("faultline.dev", "faulttargets"),
+        ("faultline.dev", "faultinjections"),
+        ("faultline.dev", "faultschedules"),
+    }
+    assert served[("faultline.dev", "faultschedules")].short_names == ("fs",)
     assert served[("faultline.dev", "faulttargets")].short_names == ("ft",)
     assert served[("faultline.dev", "faultinjections")].status_subresource
 
