@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := openssh-server openssh-client memcached redis-server tini iptables iproute2 \
-	procps psmisc stress-ng podman netcat-openbsd docker.io busybox-static sudo openipmi ipmitool
+	procps psmisc stress-ng podman netcat-openbsd docker.io busybox-static sudo openipmi ipmitool lua5.4 lua5.1 jq \
+	libvirt-daemon-system libvirt-dev pkg-config
 
 .PHONY: install system-packages venv lint test demo lab-up lab-down clean
 
@@ -23,7 +24,7 @@ venv: $(BIN)/faultline
 $(BIN)/faultline: pyproject.toml $(shell find operator -name "*.py")
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	$(BIN)/pip install -q -e '.[dev,delivery,power]' --config-settings editable_mode=strict
 	touch $@
 
 lint: venv

@@ -220,6 +220,13 @@ def crds_command(write: Path | None) -> None:
     help="Peering name for running several replicas (one is active). Default: standalone.",
 )
 @click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help="Peering priority (the highest runs). Default with --peering: a random one, so "
+    "replicas never tie (kopf pauses peers of equal priority).",
+)
+@click.option(
     "--liveness",
     default="http://0.0.0.0:8080/healthz",
     show_default=True,
@@ -239,6 +246,7 @@ def crds_command(write: Path | None) -> None:
 def run_operator(
     namespaces: tuple[str, ...],
     peering: str | None,
+    priority: int | None,
     liveness: str,
     log_format: str,
     kubeconfig: Path | None,
@@ -246,6 +254,7 @@ def run_operator(
 ) -> None:
     """Run the operator: reconcile FaultTargets and FaultInjections."""
     import asyncio
+    import logging
     import os
 
     import kopf
@@ -253,6 +262,8 @@ def run_operator(
     import faultline.reconcile.handlers  # noqa: F401  (registers the handlers)
     from faultline.reconcile.metrics import serve
 
+    for handler in list(logging.getLogger().handlers):  # kopf.configure installs its own
+        logging.getLogger().removeHandler(handler)
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)
     if metrics != "none":
@@ -265,9 +276,16 @@ def run_operator(
             namespaces=list(namespaces),
             standalone=peering is None,
             peering_name=peering,
+            priority=priority if priority is not None else _random_priority(peering),
             liveness_endpoint=None if liveness == "none" else liveness,
         )
     )
+
+
+def _random_priority(peering: str | None) -> int:
+    import secrets
+
+    return secrets.randbelow(1_000_000) + 1 if peering else 0
 
 
 def _mount_lab() -> None:

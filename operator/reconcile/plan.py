@@ -30,7 +30,13 @@ def plan(spec: FaultInjectionSpec) -> Plan:
     if spec.command is not None:
         sentence = parse(spec.command)
         kind = sentence.kind
-        if kind == FaultKind.NODE and sentence.action in POWER_ACTIONS:
+        # As in the Python API: poweroff/poweron/reset go through the power backend, while
+        # `shutdown` is the node's own (over SSH; recovered through a backend if any).
+        if (
+            kind == FaultKind.NODE
+            and sentence.action in POWER_ACTIONS
+            and (sentence.action != "shutdown")
+        ):
             kind = FaultKind.POWER
         params = {k: v for k, v in sentence.params.items() if k not in ("sec", "network_name")}
         fault = FaultSpec(kind=kind, action=sentence.action, target=sentence.target, params=params)

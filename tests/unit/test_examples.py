@@ -19,7 +19,7 @@ from faultline.models.faults import FaultKind
 from faultline.models.resources import API_VERSION, FaultInjectionSpec, FaultTargetSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-FILES = sorted(EXAMPLES.rglob("*.yaml")) + sorted(EXAMPLES.rglob("*.yml"))
+FILES = sorted((EXAMPLES / "lab").rglob("*.yaml")) + sorted((EXAMPLES / "lab").rglob("*.yml"))
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
