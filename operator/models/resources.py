@@ -164,6 +164,44 @@ class Selector(Model):
         return self
 
 
+class HttpProbe(Model):
+    url: str = Field(pattern=r"^https?://", description="GET this URL.")
+    success_codes: list[int] = Field(
+        default_factory=lambda: list(range(200, 400)),
+        description="Status codes that count as healthy (default 200-399).",
+    )
+    timeout_seconds: float = Field(default=2.0, gt=0)
+    insecure_skip_tls_verify: bool = False
+
+
+class PrometheusQuery(Model):
+    url: str = Field(pattern=r"^https?://", description="Prometheus base URL.")
+    query: str = Field(
+        min_length=1,
+        description="A PromQL condition, like an alert's: it fires when it returns a sample "
+        'whose value is not 0 (e.g. `up{job="nova-api"} == 0`).',
+    )
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+
+class StopCondition(Model):
+    """Abort and recover the injection when this check keeps failing."""
+
+    name: str = Field(min_length=1)
+    http_get: HttpProbe | None = None
+    prometheus: PrometheusQuery | None = None
+    interval_seconds: float = Field(default=5.0, ge=0.5)
+    failure_threshold: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _one_check(self) -> StopCondition:
+        if (self.http_get is None) == (self.prometheus is None):
+            raise ValueError(
+                f"stop condition {self.name!r}: set exactly one of httpGet, prometheus"
+            )
+        return self
+
+
 class Rollback(StrEnum):
     ALWAYS = "Always"
     NEVER = "Never"
@@ -191,6 +229,10 @@ class FaultInjectionSpec(Model):
     overlap: OverlapPolicy = Field(
         default=OverlapPolicy.WAIT,
         description="When another injection holds a fault on the same node and target.",
+    )
+    stop_conditions: list[StopCondition] = Field(
+        default_factory=list,
+        description="Checked while the fault is active; one that fails aborts and recovers.",
     )
 
     @field_validator("duration")

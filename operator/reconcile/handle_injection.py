@@ -38,6 +38,7 @@ from faultline.reconcile.kube import Kube
 from faultline.reconcile.locks import LockKey, LockTable
 from faultline.reconcile.plan import Plan, plan
 from faultline.reconcile.status import StatusWriter, now
+from faultline.reconcile.stop_conditions import StopWatch
 from faultline.reconcile.targets import TargetNotReadyError, Targets
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class InjectionDriver:
         self.lock_seed = lock_seed
         status = FaultInjectionStatus.model_validate(dict(body.get("status") or {}))
         self.writer = StatusWriter(op.kube, namespace, name, uid, status)
+        self.stopwatch = StopWatch([])
         metrics.PHASES.set(uid, status.phase)
         self.holder = holder_of(namespace, name)
 
@@ -135,6 +137,7 @@ class InjectionDriver:
                 await self.fail("InvalidSpec", str(exc), condition="Selected")
             return
         generation = (self.body.get("metadata") or {}).get("generation")
+        self.stopwatch = StopWatch(list(spec.stop_conditions))
         while not stopped:
             async with self.op.step_lock(self.uid):
                 if self.uid in self.op.deleting or stopped:
@@ -329,8 +332,16 @@ class InjectionDriver:
         if expires is not None and now() >= expires:
             await self.writer.update(phase=Phase.RECOVERING, reason="Expired")
             return None
+        fired = await self.stopwatch.fired()
+        if fired:
+            self.writer.condition("Stopped", True, "StopCondition", fired)
+            self.status.message = fired
+            if await self.recover_all(final=Phase.ABORTED, reason="StopCondition"):
+                self.event("Warning", "StopCondition", fired)
+            return None
         remaining = (expires - now()).total_seconds() if expires else 1.0
-        return max(0.0, min(1.0, remaining))
+        due = self.stopwatch.next_due()
+        return max(0.0, min(1.0, remaining, due if due is not None else 1.0))
 
     # --- Recovering -> Completed ------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -90,3 +91,33 @@ def test_kill_switch_aborts_and_blocks(e2e: Any, kube: Any, kubectl: Any, lab: A
     kubectl("delete", "faultinjection", "blocked", "--wait=true", "--timeout=60s")
     assert status(kube, "blocked") == {}
     kubectl("delete", "faulttarget", "switched")
+
+
+def test_stop_condition_aborts_and_recovers(e2e: Any, kube: Any, kubectl: Any, lab: Any) -> None:
+    """The probe watches node1's web container; taking it down aborts the fault on node2."""
+    url = f"http://{lab.node('node1').ip}:8080/"
+    kubectl.apply(
+        injection(
+            "probed",
+            command="kill memcached service on node2 node",
+            duration="5m",
+            stopConditions=[
+                {
+                    "name": "web-on-node1",
+                    "httpGet": {"url": url},
+                    "intervalSeconds": 0.5,
+                    "failureThreshold": 2,
+                }
+            ],
+        )
+    )
+    wait_phase(kube, "probed", "Active")
+    assert pids(lab, "node2", "memcached") == []
+    time.sleep(1.5)  # several healthy probes: nothing fires while the service answers
+    assert status(kube, "probed")["phase"] == "Active"
+    lab.exec("node1", "podman stop -t 1 web")
+    st = wait_phase(kube, "probed", "Aborted", timeout=30)
+    assert st["reason"] == "StopCondition"
+    stopped = next(c for c in st["conditions"] if c["type"] == "Stopped")
+    assert "web-on-node1" in stopped["message"] and url in stopped["message"]
+    assert pids(lab, "node2", "memcached")
