@@ -13,10 +13,32 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from faultline.models.config import BmcSpec, PowerConfig
-from faultline.models.errors import ConfigError, FaultlineError
+from faultline.models.errors import ConfigError, FaultlineError, config_error_from_pydantic
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_args(model: type[M], config: PowerConfig) -> M:
+    """Validate a backend's `args`; a ConfigError names `args.<field>` (build_backend adds
+    the `power[i].` in front)."""
+    try:
+        return model.model_validate(config.args)
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc.errors(), prefix="args") from None
+
+
+def read_secret(path: str, what: str, backend: str) -> str:
+    """A credential from a file; the error names the file, never its content."""
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise PowerError(f"{backend}: cannot read {what} {path}: {exc.strerror}") from None
 
 
 class PowerState(StrEnum):

@@ -29,7 +29,6 @@ import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
@@ -37,16 +36,22 @@ from xml.sax.saxutils import escape
 from pydantic import (
     BaseModel,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from faultline.drivers.power import PowerBackend, PowerError, PowerState, PowerTarget, register
+from faultline.drivers.power import (
+    PowerBackend,
+    PowerError,
+    PowerState,
+    PowerTarget,
+    parse_args,
+    read_secret,
+    register,
+)
 from faultline.models.base import Model
 from faultline.models.config import PowerConfig
-from faultline.models.errors import config_error_from_pydantic
 
 try:
     import libvirt  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -87,14 +92,6 @@ _STATE_NAMES = {
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-
-def parse_args(model: type[M], config: PowerConfig) -> M:
-    """Validate a backend's `args`; a ConfigError names `args.<field>`."""
-    try:
-        return model.model_validate(config.args)
-    except ValidationError as exc:
-        raise config_error_from_pydantic(exc.errors(), prefix="args") from None
 
 
 def is_uuid(value: str) -> bool:
@@ -166,13 +163,6 @@ def _code(exc: Exception) -> int | None:
     return None
 
 
-def _read_secret(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise PowerError(f"libvirt: cannot read {what} {path}: {exc.strerror}") from None
-
-
 def domain_macs(xml: str) -> set[str]:
     """The MAC addresses of a domain's interfaces, lower case."""
     root = ET.fromstring(xml)  # noqa: S314 - XML from the hypervisor we were told to manage
@@ -201,9 +191,9 @@ class LibvirtPower(PowerBackend):
         """The SASL callback: answers from the files, refuses anything else (no prompts)."""
         username = password = None
         if self.args.username_file:
-            username = _read_secret(self.args.username_file, "usernameFile")
+            username = read_secret(self.args.username_file, "usernameFile", "libvirt")
         if self.args.password_file:
-            password = _read_secret(self.args.password_file, "passwordFile")
+            password = read_secret(self.args.password_file, "passwordFile", "libvirt")
 
         def answer(creds: list[list[Any]], _opaque: object) -> int:
             for cred in creds:

@@ -32,12 +32,19 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from faultline.drivers.power import PowerBackend, PowerError, PowerState, PowerTarget, register
+from faultline.drivers.power import (
+    PowerBackend,
+    PowerError,
+    PowerState,
+    PowerTarget,
+    parse_args,
+    read_secret,
+    register,
+)
 from faultline.models.base import Model
 from faultline.models.config import PowerConfig
-from faultline.models.errors import config_error_from_pydantic
 
 try:
     import sushy  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -54,14 +61,6 @@ log = logging.getLogger(__name__)
 POLL = 0.25
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-
-def parse_args(model: type[M], config: PowerConfig) -> M:
-    """Validate a backend's `args`; a ConfigError names `args.<field>`."""
-    try:
-        return model.model_validate(config.args)
-    except ValidationError as exc:
-        raise config_error_from_pydantic(exc.errors(), prefix="args") from None
 
 
 class RedfishArgs(Model):
@@ -103,13 +102,6 @@ class _NoAuth(sushy_auth.AuthBase):  # type: ignore[misc]
 
     def can_refresh_session(self) -> bool:
         return False
-
-
-def _read_secret(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise PowerError(f"redfish: cannot read {what} {path}: {exc.strerror}") from None
 
 
 @register
@@ -169,8 +161,8 @@ class RedfishPower(PowerBackend):
                 verify = self.args.ca_file
             authenticator: Any = _NoAuth()
             if self.args.username_file and self.args.password_file:
-                username = _read_secret(self.args.username_file, "usernameFile")
-                password = _read_secret(self.args.password_file, "passwordFile")
+                username = read_secret(self.args.username_file, "usernameFile", "redfish")
+                password = read_secret(self.args.password_file, "passwordFile", "redfish")
                 self._secrets = (password,)
                 kind = {
                     "auto": sushy_auth.SessionOrBasicAuth,
