@@ -66,6 +66,20 @@ class SshPool:
         self._jump: asyncssh.SSHClientConnection | None = None
         self._jump_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._known_hosts_cache: Any = None
+
+    def _known_hosts(self) -> Any:
+        """Parsed once per pool: asyncssh would re-read and re-parse the file for every
+        connection (40,000 key parses for 200 nodes)."""
+        if self._known_hosts_cache is None:
+            path = Path(str(self._config.known_hosts_file)).expanduser()
+            try:
+                self._known_hosts_cache = asyncssh.read_known_hosts(str(path))
+            except (OSError, ValueError) as exc:
+                raise NodeUnreachableError(
+                    f"cannot read ssh.knownHostsFile {path}: {exc}"
+                ) from None
+        return self._known_hosts_cache
 
     def _connect_options(self) -> dict[str, Any]:
         cfg = self._config
@@ -77,7 +91,7 @@ class SshPool:
         if cfg.insecure_skip_host_key_check:
             options["known_hosts"] = None
         elif cfg.known_hosts_file:
-            options["known_hosts"] = str(Path(cfg.known_hosts_file).expanduser())
+            options["known_hosts"] = self._known_hosts()
         if cfg.private_key_file:
             options["client_keys"] = [str(Path(cfg.private_key_file).expanduser())]
         if cfg.password_file:

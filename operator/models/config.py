@@ -100,7 +100,9 @@ class SshConfig(Model):
     jump_host: JumpHost | None = None
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=120.0, gt=0)
-    max_concurrency: int = Field(default=100, ge=1)
+    max_concurrency: int = Field(
+        default=500, ge=1, description="Commands in flight at once, over all nodes."
+    )
     private_key_secret: SecretKeyRef | None = None
     known_hosts_secret: SecretKeyRef | None = None
     password_secret: SecretKeyRef | None = None
