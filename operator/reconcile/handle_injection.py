@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -75,6 +75,11 @@ class Operator:
         """Serialises an injection's steps with its deletion: finalize waits for the
         step in flight, and no step starts once deletion began."""
         return self.steps.setdefault(uid, asyncio.Lock())
+
+
+def precise_now() -> datetime:
+    """For deciding when to act; `now()` (whole seconds) is for what status shows."""
+    return datetime.now(UTC)
 
 
 def parse_spec(raw: Mapping[str, Any]) -> FaultInjectionSpec:
@@ -316,7 +321,7 @@ class InjectionDriver:
             return None
         if not paused_now and was_paused:
             self.writer.condition("Paused", False, "Resumed", "")
-            if expires is None or now() < expires:
+            if expires is None or precise_now() < expires:
                 for r in self.status.records:
                     r.transition(RecordPhase.PENDING, "re-injecting after pause")
                 await self.writer.update(phase=Phase.INJECTING)
@@ -329,7 +334,7 @@ class InjectionDriver:
             if await self.recover_all(final=Phase.ABORTED, reason="KillSwitch"):
                 self.event("Warning", "Aborted", "kill switch: the target's safety.paused is set")
             return None
-        if expires is not None and now() >= expires:
+        if expires is not None and precise_now() >= expires:
             await self.writer.update(phase=Phase.RECOVERING, reason="Expired")
             return None
         fired = await self.stopwatch.fired()
@@ -339,7 +344,7 @@ class InjectionDriver:
             if await self.recover_all(final=Phase.ABORTED, reason="StopCondition"):
                 self.event("Warning", "StopCondition", fired)
             return None
-        remaining = (expires - now()).total_seconds() if expires else 1.0
+        remaining = (expires - precise_now()).total_seconds() if expires else 1.0
         due = self.stopwatch.next_due()
         return max(0.0, min(1.0, remaining, due if due is not None else 1.0))
 

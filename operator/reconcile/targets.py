@@ -42,6 +42,7 @@ class Targets:
         self._root.chmod(0o700)
         self._engines: dict[tuple[str, str], tuple[str, Engine]] = {}
         self._retired: list[Engine] = []
+        self._written: dict[Path, str] = {}
 
     async def engine(self, namespace: str, name: str) -> tuple[Engine, FaultTargetSpec]:
         try:
@@ -108,8 +109,12 @@ class Targets:
                     f"keys: {', '.join(sorted(data)) or 'none'}",
                 )
             path = directory / field.replace(":", "-")
-            path.touch(mode=0o600)
-            path.write_bytes(data[ref.key])
+            stamp = f"{ref.name}@{version}/{ref.key}"
+            if self._written.get(path) != stamp or not path.exists():
+                # Rewritten only when the Secret changed: an SSH connect may be reading it.
+                path.touch(mode=0o600)
+                path.write_bytes(data[ref.key])
+                self._written[path] = stamp
             files[field] = path
             versions.append(f"{ref.name}@{version}")
         return files, versions
