@@ -29,7 +29,7 @@ from faultline.models.errors import (
     UnknownContainerError,
     UnknownServiceError,
 )
-from faultline.models.faults import FaultKind, FaultSpec
+from faultline.models.faults import BACKEND_POWER_VERBS, FaultKind, FaultSpec
 from faultline.models.records import ActionResult, Record
 
 T = TypeVar("T")
@@ -43,7 +43,6 @@ CONFIG_DIRS = (
     "/etc/faultline",
     "/etc/openstack",
 )
-POWER_ACTIONS = ("poweroff", "poweron", "reset")
 
 
 class VerifyError(FaultlineError):
@@ -216,7 +215,7 @@ class CloudManagement(NodeActions):
 
     def node_action(self, nodes: NodeCollection, action: str, **params: Any) -> ActionResult:
         sec = params.pop("sec", None)
-        if action in POWER_ACTIONS:
+        if action in BACKEND_POWER_VERBS:
             spec = FaultSpec(kind=FaultKind.POWER, action=action)
         elif action in ("disconnect", "connect"):
             spec = FaultSpec(kind=FaultKind.NETWORK, action=action, target=params.pop("network"))

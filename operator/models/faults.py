@@ -32,6 +32,9 @@ CONTAINER_ACTIONS = ("start", "terminate", "restart")
 NODE_ACTIONS = ("reboot", "shutdown", "oom", "stress")
 NETWORK_ACTIONS = ("disconnect", "connect")
 POWER_ACTIONS = ("poweroff", "poweron", "reset", "shutdown")
+#: What a node verb in the API or a sentence means through a power backend. `shutdown` is
+#: not among them: it is the node's own (over SSH), recovered through a backend if any.
+BACKEND_POWER_VERBS = ("poweroff", "poweron", "reset")
 
 ACTIONS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.SERVICE: SERVICE_ACTIONS,

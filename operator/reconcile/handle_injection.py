@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -51,14 +51,12 @@ RECOVER_RETRY_SECONDS = 10.0
 EventSink = Callable[[str, str, str], None]
 
 
-class Stopped:
+class Stopped(Protocol):
     """What the driver needs of kopf's DaemonStopped flag."""
 
-    def __bool__(self) -> bool:
-        raise NotImplementedError
+    def __bool__(self) -> bool: ...
 
-    async def wait(self, timeout: float | None = None) -> Any:
-        raise NotImplementedError
+    def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
 
 
 @dataclass

@@ -142,7 +142,7 @@ async def drive_injection(
     ns = namespace or "default"
     locks = kwargs["fault_locks"]  # kopf passes every index by its name
     driver = InjectionDriver(RUNTIME.get(), ns, name, uid, body, _events(body), locks)
-    await driver.run(stopped, FINALIZER)  # type: ignore[arg-type]
+    await driver.run(stopped, FINALIZER)
 
 
 @kopf.on.delete(GROUP, VERSION, "faultinjections")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faultline.human import parse
-from faultline.models.faults import POWER_ACTIONS, FaultKind, FaultSpec
+from faultline.models.faults import BACKEND_POWER_VERBS, FaultKind, FaultSpec
 from faultline.models.resources import FaultInjectionSpec, Selector, SelectorMode
 
 #: Faults that can cut the path to the node get a bounded life even without a duration:
@@ -30,13 +30,7 @@ def plan(spec: FaultInjectionSpec) -> Plan:
     if spec.command is not None:
         sentence = parse(spec.command)
         kind = sentence.kind
-        # As in the Python API: poweroff/poweron/reset go through the power backend, while
-        # `shutdown` is the node's own (over SSH; recovered through a backend if any).
-        if (
-            kind == FaultKind.NODE
-            and sentence.action in POWER_ACTIONS
-            and (sentence.action != "shutdown")
-        ):
+        if kind == FaultKind.NODE and sentence.action in BACKEND_POWER_VERBS:
             kind = FaultKind.POWER
         params = {k: v for k, v in sentence.params.items() if k not in ("sec", "network_name")}
         fault = FaultSpec(kind=kind, action=sentence.action, target=sentence.target, params=params)
