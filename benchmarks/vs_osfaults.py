@@ -337,7 +337,7 @@ def faultline_call(cloud: faultline.CloudManagement, op: str, node: str) -> tupl
 
 def running(lab: Lab, fqdn: str) -> bool:
     name = next(n.name for n in lab.nodes if n.fqdn == fqdn)
-    return lab.exec(name, f"pgrep -x {SERVICE} >/dev/null").returncode == 0
+    return bool(lab.pids(name, SERVICE))
 
 
 def restore(lab: Lab, fqdns: list[str]) -> None:

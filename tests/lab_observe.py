@@ -20,11 +20,12 @@ def ok(lab: Any, node: str, script: str) -> bool:
 
 def pids(lab: Any, node: str, name: str) -> list[str]:
     """pids of the daemon whose process name is `name` inside the node."""
-    return out(lab, node, f"pgrep -x {name} || true").split()
+    return list(lab.pids(node, name))
 
 
 def states(lab: Any, node: str, name: str) -> list[str]:
-    return out(lab, node, f"for p in $(pgrep -x {name}); do ps -o stat= -p $p; done").split()
+    found = (out(lab, node, f"ps -o stat= -p {p} || true") for p in lab.pids(node, name))
+    return [state for state in found if state]
 
 
 def link(lab: Any, node: str, iface: str = "eth1") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from faultline.drivers.shell import find_pids, q
+from faultline.drivers.shell import find_pids, q, signal_pids
 from faultline.models.config import ContainerConfig, ServiceConfig
 
 
@@ -20,6 +20,11 @@ class ServiceCommands(Protocol):
     def start(self) -> str: ...
     def terminate(self) -> str: ...
     def restart(self) -> str: ...
+
+    def ensure_started(self) -> str:
+        """Start unless running. A service manager knows; a pattern can be fooled by any
+        process that mentions the name (`tail -f memcached.log`), so managers are asked."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class SystemdService:
     def restart(self) -> str:
         return f"systemctl restart {q(self.unit)}"
 
+    def ensure_started(self) -> str:
+        return self.start()
+
 
 @dataclass(frozen=True)
 class SysvService:
@@ -50,6 +58,11 @@ class SysvService:
 
     def restart(self) -> str:
         return f"service {q(self.unit)} restart"
+
+    def ensure_started(self) -> str:
+        # Many init scripts start a second copy when asked twice; LSB status (exit 0 while
+        # running) answers from the pid file, not from a pattern.
+        return f"{{ service {q(self.unit)} status >/dev/null 2>&1 || {self.start()}; }}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,13 @@ class SystemService:
     def restart(self) -> str:
         return self._verb("restart")
 
+    def ensure_started(self) -> str:
+        unit = q(self.unit)
+        return (
+            f"if [ -d /run/systemd/system ]; then systemctl start {unit}; "
+            f"else service {unit} status >/dev/null 2>&1 || service {unit} start; fi"
+        )
+
 
 @dataclass(frozen=True)
 class ProcessService:
@@ -93,12 +113,16 @@ class ProcessService:
     def terminate(self) -> str:
         if self.terminate_command:
             return self.terminate_command
-        return f"for p in $({find_pids(self.grep)}); do kill -TERM $p; done"
+        return signal_pids("TERM", f"$({find_pids(self.grep)})")
 
     def restart(self) -> str:
         if self.restart_command:
             return self.restart_command
         return f"{self.terminate()}; sleep 1; {self.start()}"
+
+    def ensure_started(self) -> str:
+        # A bare start command is not idempotent: a second one would run a second copy.
+        return f'if [ -z "$({find_pids(self.grep)})" ]; then {self.start()}; fi'
 
 
 def service_commands(name: str, config: ServiceConfig) -> ServiceCommands:

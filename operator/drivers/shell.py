@@ -32,6 +32,25 @@ def find_pids(pattern: str) -> str:
     return f'{pattern_var(pattern)}; pgrep -f -- "$pat" || true'
 
 
+SIGNALS = frozenset({"KILL", "TERM", "STOP", "CONT"})
+
+
+def signal_pids(signal: str, pids: str) -> str:
+    """Send `signal` to each pid that `pids` (a shell word list) expands to.
+
+    A process that exits between being observed and being signalled is not a failure (a
+    service's start script is often gone a moment later); any other refusal is: the
+    script prints which pid and fails.
+    """
+    if signal not in SIGNALS:
+        raise ValueError(f"signal {signal!r} is not one of {sorted(SIGNALS)}")
+    return (
+        f'r=0; for p in {pids}; do e=$(kill -{signal} "$p" 2>&1) || [ ! -e "/proc/$p" ] || '
+        f'{{ echo "cannot send SIG{signal} to pid $p: ${{e##*: }}" >&2; r=1; }}; '
+        'done; [ "$r" -eq 0 ]'
+    )
+
+
 #: Environment variable that tags every process a fault starts, children included.
 MARK_VAR = "FAULTLINE_MARK"
 

@@ -32,7 +32,7 @@ def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _nodes_line(lab: Lab) -> str:
     parts = []
     for node in lab.nodes:
-        pids = lab.exec(node.name, "pgrep -x memcached || true").stdout.split()
+        pids = lab.pids(node.name, "memcached")
         flags = lab.exec(node.name, "ip -o link show dev eth1").stdout
         mem = "memcached up" if pids else click.style("memcached DOWN", fg="red")
         link = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import socket
 import subprocess
@@ -319,6 +320,17 @@ class Lab:
             timeout=timeout,
             check=check,
         )
+
+    def pids(self, node_name: str, process_name: str) -> list[str]:
+        """pids of the processes named `process_name` inside a node.
+
+        The name is bracketed (`[m]emcached`) so the looking process, alive while a fault
+        handler runs `pgrep -f memcached` on the node, never looks like the daemon itself.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", process_name):
+            raise LabError(f"process name {process_name!r}: use letters, digits, _ . -")
+        pattern = f"[{process_name[0]}]{process_name[1:]}"
+        return self.exec(node_name, ["pgrep", "-x", pattern]).stdout.split()
 
     def ssh_argv(self, node_name: str, command: str) -> list[str]:
         """The OpenSSH command line that runs `command` on a node, host keys verified."""

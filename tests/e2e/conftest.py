@@ -135,6 +135,24 @@ class OperatorProcess:
         self.proc = None
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a failure, show the operator's log and the injections: CI keeps nothing else."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    op = funcargs.get("operator")
+    if isinstance(op, OperatorProcess) and op.log.exists():
+        report.sections.append(("operator log (tail)", op.log.read_text()[-6000:]))
+    kube = funcargs.get("kube")
+    if isinstance(kube, KubeAPI):
+        objs = kube.list("faultline.dev/v1alpha1", "FaultInjection", NAMESPACE)
+        statuses = {o["metadata"]["name"]: o.get("status") for o in objs}
+        report.sections.append(("FaultInjection status", yaml.safe_dump(statuses)[-8000:]))
+
+
 @pytest.fixture
 def operator(kubeconfig: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     op = OperatorProcess(kubeconfig, tmp_path / "operator.log")

@@ -40,6 +40,24 @@ def test_kill_one_node_then_recover(lab: Any, cloud: Any) -> None:
     assert record.phase == RecordPhase.RECOVERED
 
 
+def test_recover_is_not_fooled_by_a_process_that_mentions_the_service(
+    lab: Any, cloud: Any
+) -> None:
+    """An admin tailing memcached's log while it is down: the init script, not `pgrep -f`,
+    says whether memcached runs, so recovery still starts it."""
+    svc = cloud.get_service("memcached")
+    result = svc.kill(nodes=cloud.get_nodes(["node2"]))
+    assert pids(lab, "node2", "memcached") == []
+    tail = "tail -f /var/log/memcached.log </dev/null >/dev/null 2>&1 & echo $!"
+    tail_pid = int(lab.exec("node2", tail, check=True).stdout)
+    try:
+        cloud.recover(result)
+        assert pids(lab, "node2", "memcached")
+        assert out(lab, "node2", "service memcached status >/dev/null; echo $?") == "0"
+    finally:
+        lab.exec("node2", f"kill {tail_pid}")
+
+
 def test_terminate_and_start_back(lab: Any, cloud: Any) -> None:
     svc = cloud.get_service("redis")
     result = svc.terminate(nodes=cloud.get_nodes(["node2"]))

@@ -8,9 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from faultline.drivers.network import drop_rules
 from faultline.drivers.services import SystemService, SysvService
-from faultline.drivers.shell import find_pids
+from faultline.drivers.shell import find_pids, signal_pids
 
 
 def sh(script: str) -> subprocess.CompletedProcess[str]:
@@ -30,6 +32,38 @@ def test_find_pids_finds_a_real_process() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_signal_pids_ignores_a_process_that_already_exited() -> None:
+    """A start script seen by pgrep may be gone before the kill: that is not a failure."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        result = sh(signal_pids("KILL", f"{gone.pid} {alive.pid}"))
+        assert result.returncode == 0, result.stderr
+        assert alive.wait(5) == -9
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_signal_pids_fails_when_a_live_process_refuses() -> None:
+    """Signalling pid 1 as an unprivileged user is refused (EPERM): the script says which."""
+    script = signal_pids("CONT", "1")
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "cannot send SIGCONT to pid 1: Operation not permitted" in result.stderr
+
+
+def test_signal_pids_accepts_only_known_signals() -> None:
+    with pytest.raises(ValueError, match="signal"):
+        signal_pids("HUP; reboot", "1")
 
 
 def test_service_names_are_quoted() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from faultline.drivers import network
 from faultline.drivers.services import service_commands
-from faultline.drivers.shell import find_pids, kill_by_marker, pattern_var
+from faultline.drivers.shell import find_pids, kill_by_marker, pattern_var, signal_pids
 from faultline.engine.faults.base import FaultHandler, deadman_seconds, marker
 from faultline.engine.shell import CommandFailedError, NodeShell
 from faultline.models.config import ServiceConfig
@@ -88,10 +88,10 @@ class ServiceFault(FaultHandler):
         if action in ("start", "terminate", "restart", "kill"):
             # One round trip: observe the pids, act, verify the effect on the node.
             act, running_after = {
-                "start": (f'if [ -z "$obs" ]; then {cmds.start()}; fi', True),
+                "start": (cmds.ensure_started(), True),
                 "terminate": (f'if [ -n "$obs" ]; then {cmds.terminate()}; fi', False),
                 "restart": (cmds.restart(), True),
-                "kill": ('if [ -n "$obs" ]; then kill -KILL $obs; fi', False),
+                "kill": (signal_pids("KILL", "$obs"), False),
             }[action]
             if action == "kill":
                 condition = "! alive $obs"  # exactly the processes we killed are gone
@@ -111,14 +111,14 @@ class ServiceFault(FaultHandler):
             if not pids:
                 raise_not_running(name)
             ident = record.identity
-            cont = f"for p in $({frozen_pids(grep)}); do kill -CONT $p; done"
+            cont = signal_pids("CONT", f"$({frozen_pids(grep)})")
             await sh.check(
                 network.deadman(cont, ident["deadmanSec"], ident["marker"]), "arm unfreeze timer"
             )
-            await sh.check(f"for p in $({find_pids(grep)}); do kill -STOP $p; done", "freeze")
+            await sh.check(signal_pids("STOP", f"$({find_pids(grep)})"), "freeze")
             return f"froze pids {' '.join(pids)}; self-unfreeze in {ident['deadmanSec']} s"
         if action == "unfreeze":
-            await sh.run(f"for p in $({frozen_pids(grep)}); do kill -CONT $p; done")
+            await sh.run(signal_pids("CONT", f"$({frozen_pids(grep)})"))
             await sh.wait_for(f'[ -z "$({frozen_pids(grep)})" ]', f"{name} runs again")
             return "unfrozen"
         if action == "unplug":
@@ -147,7 +147,7 @@ class ServiceFault(FaultHandler):
                 return "was not running before; nothing to restore"
             check = running_check(grep)
             _, error = await sh.observe_act_wait(
-                "true", f"if ! {{ {check}; }}; then {cmds.start()}; fi", check, f"{name} runs"
+                "true", cmds.ensure_started(), check, f"{name} runs"
             )
             if error:
                 raise CommandFailedError(error)
@@ -162,7 +162,8 @@ class ServiceFault(FaultHandler):
             return "nothing to undo"
         if action == "freeze":
             await sh.run(
-                f"for p in $({frozen_pids(grep)}); do kill -CONT $p; done; "
+                signal_pids("CONT", f"$({frozen_pids(grep)})")
+                + "; "
                 + kill_by_marker(record.identity["marker"])
             )
             await sh.wait_for(f'[ -z "$({frozen_pids(grep)})" ]', f"{name} no longer frozen")
