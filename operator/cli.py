@@ -243,6 +243,21 @@ def crds_command(write: Path | None) -> None:
 @click.option(
     "--metrics", default="0.0.0.0:9090", show_default=True, help="ADDRESS:PORT, or 'none'."
 )
+@click.option(
+    "--kill-switch",
+    is_flag=True,
+    envvar="FAULTLINE_KILL_SWITCH",
+    help="Engage the operator-wide kill switch ($FAULTLINE_KILL_SWITCH): recover every "
+    "active injection (they end Aborted) and start none until restarted without it.",
+)
+@click.option(
+    "--operator-namespace",
+    envvar="POD_NAMESPACE",
+    default=None,
+    help="The operator's own namespace: a faultline-kill-switch ConfigMap there stops "
+    "injections in every watched namespace. Default: $POD_NAMESPACE, then the pod's "
+    "service account namespace; neither: no cluster-wide ConfigMap switch.",
+)
 def run_operator(
     namespaces: tuple[str, ...],
     peering: str | None,
@@ -251,6 +266,8 @@ def run_operator(
     log_format: str,
     kubeconfig: Path | None,
     metrics: str,
+    kill_switch: bool,
+    operator_namespace: str | None,
 ) -> None:
     """Run the operator: reconcile FaultTargets and FaultInjections."""
     import asyncio
@@ -260,6 +277,7 @@ def run_operator(
     import kopf
 
     import faultline.reconcile.handlers  # noqa: F401  (registers the handlers)
+    from faultline.reconcile import handle_kill_switch
     from faultline.reconcile.metrics import serve
 
     for handler in list(logging.getLogger().handlers):  # kopf.configure installs its own
@@ -270,6 +288,15 @@ def run_operator(
         address, _, port = metrics.rpartition(":")
         serve(int(port), address or "0.0.0.0")  # noqa: S104 - a pod serves its metrics
     kopf.configure(log_format=kopf.LogFormat[log_format.upper()], verbose=False)
+    switches = handle_kill_switch.SETTINGS
+    switches.flag = kill_switch
+    switches.operator_namespace = handle_kill_switch.operator_namespace(operator_namespace)
+    switches.watched = frozenset(namespaces) if namespaces else None
+    log = logging.getLogger("faultline.run")
+    if kill_switch:
+        log.warning("operator-wide kill switch engaged (--kill-switch): no injection will run")
+    if switches.operator_namespace is None:
+        log.warning("operator namespace unknown: no cluster-wide kill switch ConfigMap")
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

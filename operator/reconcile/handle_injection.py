@@ -34,6 +34,7 @@ from faultline.models.resources import (
     Rollback,
 )
 from faultline.reconcile import metrics
+from faultline.reconcile.handle_kill_switch import KillSwitches, KillSwitchUnknownError
 from faultline.reconcile.kube import Kube
 from faultline.reconcile.locks import LockKey, LockTable
 from faultline.reconcile.plan import Plan, plan
@@ -66,6 +67,7 @@ class Operator:
     kube: Kube
     targets: Targets
     locks: LockTable
+    switches: KillSwitches
     steps: dict[str, asyncio.Lock] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)
 
@@ -186,6 +188,15 @@ class InjectionDriver:
         except FaultlineError as exc:
             await self.fail("InvalidCommand", str(exc), condition="Selected")
             return True
+        try:
+            # Read from the API, not the watch: it may not have delivered yet.
+            switch = await self.op.switches.engaged(self.namespace, fresh=True)
+        except KillSwitchUnknownError as exc:
+            await self.pending("KillSwitchUnknown", str(exc))
+            return False
+        if switch is not None:
+            await self.pending(switch.reason, switch.message)
+            return False
         try:
             engine = await self.engine(spec)
         except (TargetNotReadyError, FaultlineError) as exc:
@@ -331,6 +342,14 @@ class InjectionDriver:
             self.writer.condition("Paused", True, "KillSwitch", "the target's safety.paused is set")
             if await self.recover_all(final=Phase.ABORTED, reason="KillSwitch"):
                 self.event("Warning", "Aborted", "kill switch: the target's safety.paused is set")
+            return None
+        switch = await self.op.switches.engaged(self.namespace)
+        if switch is not None:
+            self.writer.condition("Paused", True, switch.reason, switch.message)
+            self.status.message = switch.message
+            if not await self.recover_all(final=Phase.ABORTED, reason="KillSwitch"):
+                return RECOVER_RETRY_SECONDS
+            self.event("Warning", "Aborted", f"kill switch: {switch.message}")
             return None
         if expires is not None and precise_now() >= expires:
             await self.writer.update(phase=Phase.RECOVERING, reason="Expired")

@@ -15,7 +15,7 @@ from faultline.models.resources import (
     VERSION,
 )
 from faultline.models.schedule import SCHEDULE_LABEL
-from faultline.reconcile import handle_target, metrics
+from faultline.reconcile import handle_kill_switch, handle_target, metrics
 from faultline.reconcile.handle_injection import (
     InjectionDriver,
     Operator,
@@ -46,7 +46,10 @@ class Runtime:
             if self.info is None:
                 raise kopf.TemporaryError("not logged in to the Kubernetes API yet", delay=1)
             kube = Kube(self.info)
-            self.operator = Operator(kube=kube, targets=Targets(kube), locks=LockTable())
+            switches = handle_kill_switch.KillSwitches(kube, handle_kill_switch.SETTINGS)
+            self.operator = Operator(
+                kube=kube, targets=Targets(kube), locks=LockTable(), switches=switches
+            )
         return self.operator
 
 
@@ -181,6 +184,27 @@ async def release_injection(
     metrics.PHASES.set(uid, None)
     op.steps.pop(uid, None)
     op.deleting.discard(uid)
+
+
+# --- Kill switches (ConfigMaps named faultline-kill-switch) ----------------------------------
+
+
+def _kill_switch(name: str | None, **_: Any) -> bool:
+    # Filters before kopf invokes (or logs) anything: no other ConfigMap is processed.
+    return handle_kill_switch.is_kill_switch(name)
+
+
+@kopf.on.event("v1", "configmaps", when=_kill_switch)
+def kill_switch_changed(namespace: str | None, type: str | None, body: kopf.Body, **_: Any) -> None:
+    ns = namespace or "default"
+    seen = None if type == "DELETED" else body
+    changed, engaged = RUNTIME.get().switches.observe(ns, seen)
+    if not changed:
+        return
+    if engaged is not None:
+        kopf.event(body, type="Warning", reason="KillSwitchEngaged", message=engaged.message)
+    else:
+        kopf.event(body, type="Normal", reason="KillSwitchLifted", message="injections may start")
 
 
 # --- FaultSchedule ------------------------------------------------------------------------

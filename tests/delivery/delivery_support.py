@@ -52,7 +52,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "watchNamespaces": ["lab", "chaos"],
         "rbac": {"allSecretsInWatchedNamespaces": True},
     },
-    "no-metrics-digest": {
+    "no-metrics-digest-kill-switch": {
+        "killSwitch": True,
         "metrics": {"enabled": False},
         "image": {"repository": "registry.example.com/faultline", "digest": "sha256:" + "a" * 64},
     },

@@ -201,6 +201,12 @@ def test_args_are_faultline_run_options(name: str) -> None:
     assert params["metrics"] == ("0.0.0.0:9090" if metrics else "none")
     peering = values.get("replicaCount", 1) > 1
     assert params["peering"] == (RELEASE if peering else None)
+    assert params["kill_switch"] is values.get("killSwitch", False)
+    # The cluster-wide kill switch lives in the operator's own namespace: the pod's.
+    assert {
+        "name": "POD_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    } in container(render(OPERATOR_CHART, values))["env"]
 
 
 @pytest.mark.parametrize("name", SETS)
@@ -243,6 +249,11 @@ def test_rbac_is_least_privilege(name: str) -> None:
         }
         granted = writes & set(rule["verbs"])
         assert granted <= allowed_writes.get(tuple(rule["resources"]), set()), rule
+        if "configmaps" in rule["resources"]:
+            # Kill switches: kopf lists and watches; only faultline-kill-switch is read.
+            assert rule["verbs"] in (["list", "watch"], ["get"]), rule
+            if rule["verbs"] == ["get"]:
+                assert rule["resourceNames"] == ["faultline-kill-switch"], rule
         if "secrets" in rule["resources"]:
             assert rule["verbs"] == ["get"], "Secrets are read one by one, never listed"
             if not values.get("rbac", {}).get("allSecretsInWatchedNamespaces"):
@@ -256,7 +267,17 @@ def test_rbac_is_least_privilege(name: str) -> None:
             ("", ("namespaces",)),
             ("apiextensions.k8s.io", ("customresourcedefinitions",)),
         }
-        assert set(grants.namespaced) == set(values["watchNamespaces"])
+        # ... and, in the release's namespace, reading the cluster-wide kill switch.
+        assert set(grants.namespaced) == {*values["watchNamespaces"], NAMESPACE}
+        if NAMESPACE not in values["watchNamespaces"]:
+            assert grants.namespaced[NAMESPACE] == [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "verbs": ["get"],
+                    "resourceNames": ["faultline-kill-switch"],
+                }
+            ]
         assert all(set(r["verbs"]) <= {"list", "watch"} for r in grants.cluster)
     else:
         assert grants.namespaced == {}
@@ -283,7 +304,7 @@ def test_metrics_service_and_service_monitor() -> None:
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert "--metrics=0.0.0.0:9090" in container(docs)["args"]
     assert "ServiceMonitor" not in kinds(render(OPERATOR_CHART))
-    bare = render(OPERATOR_CHART, _values("no-metrics-digest"))
+    bare = render(OPERATOR_CHART, _values("no-metrics-digest-kill-switch"))
     assert "Service" not in kinds(bare)
     assert container(bare)["image"] == "registry.example.com/faultline@sha256:" + "a" * 64
 

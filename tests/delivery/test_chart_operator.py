@@ -92,7 +92,13 @@ class Operator:
         args = [a for a in setup.args if not a.startswith(("--liveness=", "--metrics="))]
         args += [f"--liveness=http://127.0.0.1:{self.health}/healthz"]
         args += [f"--metrics=127.0.0.1:{metrics}"]
-        env = {**os.environ, "KUBECONFIG": str(setup.kubeconfig), "POD_ID": pod}
+        # POD_NAMESPACE: the Deployment's downward API (the cluster-wide kill switch's home).
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(setup.kubeconfig),
+            "POD_ID": pod,
+            "POD_NAMESPACE": NAMESPACE,
+        }
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(

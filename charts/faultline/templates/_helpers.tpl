@@ -89,6 +89,15 @@ it creates and deletes are a FaultSchedule's FaultInjections.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# Kill switches: kopf watches ConfigMaps and handles only those named faultline-kill-switch
+# (it cannot ask the API for one name); before an injection starts, that one is read.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+  resourceNames: [faultline-kill-switch]
 {{- if and .allSecrets (not .clusterwide) }}
 # The credentials FaultTargets name: every Secret of this namespace, read one by one.
 - apiGroups: [""]
