@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := openssh-server openssh-client memcached redis-server tini iptables iproute2 \
 	procps psmisc stress-ng podman netcat-openbsd docker.io busybox-static sudo openipmi ipmitool lua5.4 lua5.1 jq \
-	libvirt-daemon-system libvirt-dev pkg-config
+	libvirt-daemon-system libvirt-dev pkg-config prometheus mariadb-server rabbitmq-server ganeti socat
 
 .PHONY: install system-packages venv lint test demo lab-up lab-down clean
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import faultline
 from faultline.lab import Lab, cleanup_leftovers
@@ -77,3 +78,45 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped:
         print(f"\nCI: {len(skipped)} test(s) skipped; in CI every test must run")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- the OpenStack lab (tests/openstack and tests/e2e) -------------------------------------
+# 3 lab nodes with the `ipmi` and `openstack` add-ons (Keystone, Nova with one fake-driver
+# nova-compute per node, Placement, Glance, Neutron, RabbitMQ, MariaDB, all on 127.0.0.1);
+# `os_conn` is an openstacksdk connection of the test's own, built from the lab's clouds.yaml.
+
+
+@pytest.fixture(scope="session")
+def os_lab(lab_root: Path) -> Iterator[Lab]:
+    the_lab = Lab(
+        state_dir=lab_root / "openstack-lab",
+        nodes=3,
+        temporary=True,
+        container_tools=(),
+        addons=("ipmi", "openstack"),
+    )
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def os_cloud(os_lab: Lab) -> dict[str, str]:
+    """The target's `openstack:` block, as the add-on wrote it."""
+    section: dict[str, str] = yaml.safe_load(os_lab.config_path.read_text())["openstack"]
+    return section
+
+
+@pytest.fixture(scope="session")
+def os_conn(os_cloud: dict[str, str]) -> Iterator[Any]:
+    import openstack.config
+
+    config = openstack.config.OpenStackConfig(config_files=[os_cloud["cloudsFile"]])
+    region = config.get_one(cloud=os_cloud["cloud"])
+    conn = openstack.connection.Connection(config=region)
+    try:
+        yield conn
+    finally:
+        conn.close()

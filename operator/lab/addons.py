@@ -4,7 +4,8 @@ An add-on lives in `faultline.lab.addon_<name>` and exposes `ADDON`, an object w
 
 - `up(lab) -> dict`: start its daemons (recording their pids under `addon_dir(lab, name)`),
   return a fragment merged into the lab's target.yaml: `{"power": [...], "nodes": {fqdn:
-  {"bmc": {...}}}}` (node fields are merged into that node's entry);
+  {"bmc": {...}}}}` (node fields are merged into that node's entry); any other top-level
+  key (e.g. `openstack`) is set at the target's top level;
 - `down(lab) -> None`: stop them; idempotent, also for a half-started add-on.
 
 `Lab.up(addons=...)` runs them after the nodes answer; `Lab.down()` stops every add-on
@@ -24,7 +25,7 @@ from faultline.lab.system import LabError
 if TYPE_CHECKING:
     from faultline.lab.lab import Lab
 
-KNOWN = ("ipmi", "libvirt", "redfish", "k8s")
+KNOWN = ("ipmi", "libvirt", "redfish", "k8s", "openstack", "ganeti")
 
 
 class LabAddon(Protocol):
@@ -58,6 +59,9 @@ def merge_into_target(config_path: Path, fragment: dict[str, Any]) -> None:
     by_fqdn = {n["fqdn"]: n for n in data["discovery"]["static"]["nodes"]}
     for fqdn, fields in fragment.get("nodes", {}).items():
         by_fqdn[fqdn].update(fields)
+    for key, value in fragment.items():
+        if key not in ("power", "nodes"):
+            data[key] = value
     config_path.write_text(
         "# Faultline target for the local lab; written by `faultline lab up`.\n"
         + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

@@ -62,7 +62,8 @@ def lab() -> None:
     "--with",
     "with_addons",
     default="",
-    help="Add-ons, comma-separated: ipmi (a BMC per node), libvirt, redfish.",
+    help="Add-ons, comma-separated: ipmi (a BMC per node), libvirt, redfish, k8s, "
+    "openstack (Keystone, Nova, ... on 127.0.0.1), ganeti (a two-node cluster).",
 )
 @state_dir_option
 def up(nodes: int, index: int | None, containers: str, with_addons: str, state_dir: Path) -> None:
