@@ -36,7 +36,7 @@ COPY operator/ operator/
 # `power` = the ipmi (pyghmi), libvirt (libvirt-python) and redfish (sushy) backends. pip
 # compiles .pyc files here, so the read-only runtime never needs to write one.
 RUN python -m venv /opt/faultline \
-    && /opt/faultline/bin/pip install ".[power]" \
+    && /opt/faultline/bin/pip install ".[power,openstack]" \
     && /opt/faultline/bin/faultline crds > /dev/null
 
 # --- runtime: Python, the libvirt client library, tini, the virtualenv ----------------------

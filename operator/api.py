@@ -29,7 +29,7 @@ from faultline.models.errors import (
     UnknownContainerError,
     UnknownServiceError,
 )
-from faultline.models.faults import BACKEND_POWER_VERBS, FaultKind, FaultSpec
+from faultline.models.faults import BACKEND_POWER_VERBS, NOVA_ACTIONS, FaultKind, FaultSpec
 from faultline.models.records import ActionResult, Record
 
 T = TypeVar("T")
@@ -215,8 +215,11 @@ class CloudManagement(NodeActions):
 
     def node_action(self, nodes: NodeCollection, action: str, **params: Any) -> ActionResult:
         sec = params.pop("sec", None)
-        if action in BACKEND_POWER_VERBS:
-            spec = FaultSpec(kind=FaultKind.POWER, action=action)
+        if action in NOVA_ACTIONS:
+            binary = params.pop("binary")
+            spec = FaultSpec(kind=FaultKind.NOVA, action=action, target=binary, params=params)
+        elif action in BACKEND_POWER_VERBS or action in ("snapshot", "revert"):
+            spec = FaultSpec(kind=FaultKind.POWER, action=action, params=params)
         elif action in ("disconnect", "connect"):
             spec = FaultSpec(kind=FaultKind.NETWORK, action=action, target=params.pop("network"))
         else:
@@ -228,7 +231,7 @@ class CloudManagement(NodeActions):
 
 
 async def _make_engine(config: CloudConfig) -> Engine:
-    return Engine(config)
+    return await Engine.create(config)
 
 
 class _Managed:

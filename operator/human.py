@@ -13,11 +13,17 @@ Sentence forms (``[...]`` is optional; the clauses after the head - ``on``, ``wi
     stress     stress [<target>] [on] <where> [with <name> service] [for <duration>]
     network    disconnect|connect <name> network on <where> [with <name> service]
                [for <duration>]
+    nova       <nova-action> <binary> service on <where> [for <duration>]
+    power off  poweroff [on] <where> [with <name> service] [and mark it down] [for <duration>]
 
     service-action    start terminate restart kill freeze unfreeze plug unplug
     container-action  start terminate restart
     node-action       reboot shutdown oom stress poweroff poweron reset
+    nova-action       force down, unset force down, disable, enable (through Nova's API)
     target            cpu | memory (or mem) | io (or disk, os-faults' spelling); default cpu
+
+``and mark it down`` (poweroff only) also forces each node's nova-compute down while the
+node is off, as OPNFV Doctor does, and unsets it after the node is powered on again.
 
 Stress names what to load right after the verb, then where and for how long:
 ``stress cpu on one node for 30 seconds``. os-faults' order, ``stress cpu for 30 seconds on
@@ -33,7 +39,7 @@ node-2.local node``, means the same. ``stress one node`` loads the CPU.
     ``one``/``random``/``single``/``some node`` one candidate, at random
     ``<N> nodes``                               N candidates at random; fewer is an error
     ``<P>% of nodes``, ``<P> percent of nodes`` ceil(P% of the candidates), at least one
-    ``<fqdn> node``                             that node; an error if it is not a candidate
+    ``<fqdn> node``, ``node <fqdn>``            that node; an error if it is not a candidate
     ``<fqdn>, <fqdn> and <fqdn> nodes``         exactly those nodes, same rule
     ==========================================  ===========================================
 
@@ -93,10 +99,40 @@ NETWORK_ACTIONS: Final[tuple[str, ...]] = faults.NETWORK_ACTIONS
 NODE_ACTIONS: Final[tuple[str, ...]] = tuple(
     dict.fromkeys((*faults.NODE_ACTIONS, "poweroff", "poweron", "reset"))
 )
+#: Nova verbs as written (first word -> the phrases it starts) and the action they mean.
+NOVA_PHRASES: Final[dict[tuple[str, ...], str]] = {
+    ("force", "down"): "force-down",
+    ("force-down",): "force-down",
+    ("unset", "force", "down"): "unset-force-down",
+    ("unset", "force-down"): "unset-force-down",
+    ("disable",): "disable",
+    ("enable",): "enable",
+}
+NOVA_FIRST_WORDS: Final[tuple[str, ...]] = tuple(dict.fromkeys(p[0] for p in NOVA_PHRASES))
 #: Every verb a sentence may start with, in the order error messages list them.
 ACTIONS: Final[tuple[str, ...]] = tuple(
-    dict.fromkeys((*SERVICE_ACTIONS, *CONTAINER_ACTIONS, *NODE_ACTIONS, *NETWORK_ACTIONS))
+    dict.fromkeys(
+        (
+            *SERVICE_ACTIONS,
+            *CONTAINER_ACTIONS,
+            *NODE_ACTIONS,
+            *NETWORK_ACTIONS,
+            "force down",
+            "unset force down",
+            "disable",
+            "enable",
+        )
+    )
 )
+#: The node collection method each Nova action calls.
+NOVA_METHODS: Final[dict[str, str]] = {
+    "force-down": "force_down",
+    "unset-force-down": "unset_force_down",
+    "disable": "disable_service",
+    "enable": "enable_service",
+}
+#: A poweroff that also forces the node's nova-compute down: "... and mark it down".
+MARK_DOWN_WORDS: Final = ("and", "mark", "it", "down")
 #: Actions that take no duration.
 NO_DURATION: Final[frozenset[str]] = frozenset({"connect"})
 
@@ -202,6 +238,7 @@ class Sentence:
     with_service: str | None = None
     duration: int | None = None
     stress_target: str | None = None
+    mark_host_down: bool = False
     text: str = field(default="", compare=False)
 
     @property
@@ -210,6 +247,10 @@ class Sentence:
         params: dict[str, Any] = {}
         if self.kind == FaultKind.NETWORK:
             params["network_name"] = self.target
+        if self.kind == FaultKind.NOVA:
+            params["binary"] = self.target
+        if self.mark_host_down:
+            params["mark_host_down"] = True
         if self.stress_target is not None:
             params["target"] = self.stress_target
         if self.duration is not None:
@@ -218,7 +259,7 @@ class Sentence:
 
     def canonical(self) -> str:
         """The sentence in its normal form; parsing it gives back an equal Sentence."""
-        words = [self.action]
+        words = [self.action.replace("-", " ")]
         if self.kind == FaultKind.NODE:
             if self.stress_target is not None:
                 words.append(self.stress_target)
@@ -227,11 +268,14 @@ class Sentence:
             assert self.selector is not None
             words.append(self.selector.canonical())
         else:
-            words += [str(self.target), self.kind.value]
+            noun = "service" if self.kind == FaultKind.NOVA else self.kind.value
+            words += [str(self.target), noun]
             if self.selector is not None:
                 words += ["on", self.selector.canonical()]
         if self.with_service is not None:
             words += ["with", self.with_service, "service"]
+        if self.mark_host_down:
+            words += list(MARK_DOWN_WORDS)
         if self.duration is not None:
             words += ["for", f"{self.duration} seconds"]
         return " ".join(words)
@@ -296,8 +340,27 @@ class _Parser:
 
     # -- grammar
 
+    def nova_action(self) -> str | None:
+        """The Nova verb phrase at the cursor (taken), or None when there is none."""
+        for phrase, action in sorted(NOVA_PHRASES.items(), key=lambda kv: -len(kv[0])):
+            if all(self.peek_low(i) == word for i, word in enumerate(phrase)):
+                for _ in phrase:
+                    self.take()
+                return action
+        first = self.peek_low()
+        if first in ("force", "unset"):
+            self.take()
+            raise self.fail(["down"] if first == "force" else ["force down"])
+        return None
+
     def sentence_(self) -> Sentence:
         tok = self.peek()
+        if tok is not None and tok.low in NOVA_FIRST_WORDS:
+            nova = self.nova_action()
+            assert nova is not None
+            binary = self.name("<service name>")
+            self.expect(["service"])
+            return self.clauses(FaultKind.NOVA, nova, binary, None)
         if tok is None or tok.low not in ACTIONS:
             raise self.fail(ACTIONS)
         action = self.take().low
@@ -337,12 +400,18 @@ class _Parser:
         selector: Selector | None = None
         with_service: str | None = None
         duration: int | None = None
+        mark_host_down = False
         takes_with = kind in (FaultKind.NODE, FaultKind.NETWORK)
         takes_for = action not in NO_DURATION
-        where_required = kind in (FaultKind.NODE, FaultKind.NETWORK)
+        takes_mark = kind == FaultKind.NODE and action == "poweroff"
+        where_required = kind in (FaultKind.NODE, FaultKind.NETWORK, FaultKind.NOVA)
         while (tok := self.peek()) is not None:
             word = tok.low
-            if word == "on" and selector is None:
+            if word == "and" and takes_mark and not mark_host_down and selector is not None:
+                for expected_word in MARK_DOWN_WORDS:
+                    self.expect(["it", "them"] if expected_word == "it" else [expected_word])
+                mark_host_down = True
+            elif word == "on" and selector is None:
                 self.take()
                 selector = self.where()
             elif word == "for" and takes_for and duration is None:
@@ -364,6 +433,8 @@ class _Parser:
                     expected.append("with")
                 if takes_for and duration is None:
                     expected.append("for")
+                if takes_mark and not mark_host_down and selector is not None:
+                    expected.append("and mark it down")
                 if selector is not None or not where_required:
                     expected.append(END)
                 raise self.fail(expected)
@@ -377,6 +448,7 @@ class _Parser:
             with_service=with_service,
             duration=duration,
             stress_target=stress_target,
+            mark_host_down=mark_host_down,
             text=self.sentence,
         )
 
@@ -391,6 +463,10 @@ class _Parser:
         fqdns: tuple[str, ...] = ()
         if word in NODE_WORDS:
             self.take()
+            after = self.peek()
+            if after is not None and after.low not in RESERVED and _FQDN.match(after.text):
+                fqdns = self.fqdn_list()  # "on node compute1", "on nodes a and b"
+                return Selector("fqdns", None, fqdns, self.span(first))
             return Selector("all", text=self.span(first))
         if word == ALL_WORD:
             self.take()
@@ -433,7 +509,7 @@ class _Parser:
             if tok is None or tok.low in RESERVED or not _FQDN.match(tok.text):
                 raise self.fail(WHERE_STARTS if not names else ["<fqdn>"])
             names.append(self.take().text)
-            if self.peek_low() not in (",", "and"):
+            if self.peek_low() not in (",", "and") or self.peek_low(1) == MARK_DOWN_WORDS[1]:
                 return tuple(dict.fromkeys(names))
             self.take()
             if self.peek_low() == "and":  # "a, b, and c"
@@ -520,7 +596,7 @@ class PreparedCall:
     @property
     def nodes(self) -> NodeCollectionLike | None:
         """The nodes the action will touch; None means "wherever the service runs"."""
-        if self.sentence.kind in (FaultKind.NODE, FaultKind.NETWORK):
+        if self.sentence.kind in (FaultKind.NODE, FaultKind.NETWORK, FaultKind.NOVA):
             chosen: NodeCollectionLike = self.receiver
             return chosen
         nodes: NodeCollectionLike | None = self.kwargs.get("nodes")
@@ -628,7 +704,8 @@ def prepare(cloud: CloudLike, sentence: str | Sentence) -> PreparedCall:
         candidates = None if selector.mode == "fqdns" else cloud.get_nodes()
     chosen = _select(cloud, parsed, selector, candidates, among)
     kwargs.update(parsed.params)
-    return PreparedCall(parsed, chosen, parsed.action, kwargs)
+    method = NOVA_METHODS[parsed.action] if kind == FaultKind.NOVA else parsed.action
+    return PreparedCall(parsed, chosen, method, kwargs)
 
 
 def human_api(cloud: CloudLike, sentence: str | Sentence) -> Any:

@@ -96,6 +96,23 @@ class PowerBackend(ABC):
     async def close(self) -> None:
         return None
 
+    # Snapshots: only backends of hypervisors have them (libvirt).
+
+    def _no_snapshots(self) -> PowerError:
+        return PowerError(f"the {self.driver} backend cannot take snapshots (libvirt can)")
+
+    async def snapshot(self, node: PowerTarget, name: str, suspend: bool = True) -> str:
+        raise self._no_snapshots()
+
+    async def revert(self, node: PowerTarget, name: str, resume: bool = True) -> str:
+        raise self._no_snapshots()
+
+    async def delete_snapshot(self, node: PowerTarget, name: str) -> str:
+        raise self._no_snapshots()
+
+    async def snapshots(self, node: PowerTarget) -> list[str]:
+        raise self._no_snapshots()
+
     @staticmethod
     async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking client library call without blocking the event loop."""
@@ -118,6 +135,8 @@ def _load_builtin(driver: str) -> None:
         "ipmi": "faultline.drivers.power_ipmi",
         "libvirt": "faultline.drivers.power_libvirt",
         "redfish": "faultline.drivers.power_redfish",
+        "ganeti": "faultline.drivers.power_ganeti",
+        "openstack-server": "faultline.drivers.power_openstack",
     }.get(driver)
     if module is not None:
         importlib.import_module(module)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from faultline.engine.faults.base import FaultHandler
 from faultline.engine.faults.container import ContainerFault
+from faultline.engine.faults.ganeti import GanetiFault
 from faultline.engine.faults.network import NetworkFault
 from faultline.engine.faults.node import NodeFault
+from faultline.engine.faults.nova import NovaFault
 from faultline.engine.faults.power import PowerFault
 from faultline.engine.faults.service import ServiceFault
 from faultline.models.config import CloudConfig
@@ -17,6 +19,8 @@ _HANDLERS: dict[FaultKind, type[FaultHandler]] = {
     FaultKind.NODE: NodeFault,
     FaultKind.NETWORK: NetworkFault,
     FaultKind.POWER: PowerFault,
+    FaultKind.GANETI: GanetiFault,
+    FaultKind.NOVA: NovaFault,
 }
 
 

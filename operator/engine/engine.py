@@ -70,6 +70,13 @@ class Engine:
         self._placement: dict[str, set[Node]] = {}
         self._power: dict[int, PowerBackend] = {}
 
+    @classmethod
+    async def create(cls, config: CloudConfig, pool: SshPool | None = None) -> Engine:
+        """An engine whose nodes include those found by the config's discovery sources."""
+        from faultline.engine.discovery import discovered_config
+
+        return cls(await discovered_config(config), pool)
+
     # --- nodes ---------------------------------------------------------------------------
 
     def resolve(self, names_or_ips: Iterable[str]) -> list[Node]:
@@ -259,6 +266,8 @@ class Engine:
     async def close(self) -> None:
         for backend in self._power.values():
             await backend.close()
+        for handler in self._handlers.values():
+            await handler.close()
         await self.pool.close()
 
 

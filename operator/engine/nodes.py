@@ -155,7 +155,11 @@ class NodeCollection:
     def connect(self, network_name: str, sec: int | None = None) -> ActionResult:
         return self._act("connect", network=network_name, sec=sec)
 
-    def poweroff(self, sec: int | None = None) -> ActionResult:
+    def poweroff(self, sec: int | None = None, mark_host_down: bool = False) -> ActionResult:
+        """`mark_host_down`: also force each node's nova-compute down while it is off
+        (OPNFV Doctor), unset after it is powered on again."""
+        if mark_host_down:
+            return self._act("poweroff", sec=sec, mark_host_down=True)
         return self._act("poweroff", sec=sec)
 
     def poweron(self, sec: int | None = None) -> ActionResult:
@@ -163,3 +167,38 @@ class NodeCollection:
 
     def reset(self, sec: int | None = None) -> ActionResult:
         return self._act("reset", sec=sec)
+
+    def snapshot(
+        self, snapshot_name: str, suspend: bool = True, sec: int | None = None
+    ) -> ActionResult:
+        """Snapshot each node through its power backend (libvirt); os-faults' verb."""
+        return self._act("snapshot", name=snapshot_name, suspend=suspend, sec=sec)
+
+    def revert(
+        self, snapshot_name: str, resume: bool = True, sec: int | None = None
+    ) -> ActionResult:
+        """Revert each node to a snapshot (an undo snapshot is taken first for rollback)."""
+        return self._act("revert", name=snapshot_name, resume=resume, sec=sec)
+
+    # --- Nova's view of these nodes (needs the `openstack` section) ----------------------
+
+    def force_down(self, binary: str = "nova-compute", sec: int | None = None) -> ActionResult:
+        """Force the nodes' Nova service down (as Doctor does for a failed host)."""
+        return self._act("force-down", binary=binary, sec=sec)
+
+    def unset_force_down(
+        self, binary: str = "nova-compute", sec: int | None = None
+    ) -> ActionResult:
+        return self._act("unset-force-down", binary=binary, sec=sec)
+
+    def disable_service(
+        self, binary: str = "nova-compute", reason: str | None = None, sec: int | None = None
+    ) -> ActionResult:
+        """Disable the nodes' Nova service (no new servers are scheduled there)."""
+        params: dict[str, Any] = {"binary": binary, "sec": sec}
+        if reason:
+            params["reason"] = reason
+        return self._act("disable", **params)
+
+    def enable_service(self, binary: str = "nova-compute", sec: int | None = None) -> ActionResult:
+        return self._act("enable", binary=binary, sec=sec)

@@ -15,13 +15,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from faultline.models import names
 from faultline.models.base import Model
 from faultline.models.errors import ConfigError, config_error_from_pydantic
-
-
-class SecretKeyRef(Model):
-    """A key of a Kubernetes Secret in the target's namespace (operator only)."""
-
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+from faultline.models.ganeti import GanetiConnection, GanetiDiscovery
+from faultline.models.openstack import OpenStackAuth, OpenStackDiscovery
+from faultline.models.secrets import SecretKeyRef
 
 
 class BmcSpec(Model):
@@ -79,6 +75,12 @@ class StaticDiscovery(Model):
 
 class Discovery(Model):
     static: StaticDiscovery | None = None
+    openstack: OpenStackDiscovery | None = Field(
+        default=None, description="Nodes from Nova (needs the `openstack` section)."
+    )
+    ganeti: GanetiDiscovery | None = Field(
+        default=None, description="Ganeti nodes and instances (needs the `ganeti` section)."
+    )
 
 
 class JumpHost(Model):
@@ -221,6 +223,12 @@ class CloudConfig(Model):
     networks: dict[str, str] = Field(default_factory=dict)
     power: list[PowerConfig] = Field(default_factory=list)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    openstack: OpenStackAuth | None = Field(
+        default=None, description="The cloud's OpenStack APIs (discovery, nova faults)."
+    )
+    ganeti: GanetiConnection | None = Field(
+        default=None, description="A Ganeti cluster's RAPI (discovery, ganeti faults, power)."
+    )
 
     @field_validator("services", "containers")
     @classmethod
@@ -247,6 +255,24 @@ class CloudConfig(Model):
                 for fqdn in item.nodes or []:
                     if fqdn not in known:
                         raise ValueError(f"{kind}.{key}.nodes: {fqdn!r} is not a known node")
+        return self
+
+    @model_validator(mode="after")
+    def _openstack_discovery_has_auth(self) -> CloudConfig:
+        if self.discovery.openstack is not None and self.openstack is None:
+            raise ValueError(
+                "discovery.openstack needs the `openstack` section (cloud or credentials)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ganeti_discovery_has_connection(self) -> CloudConfig:
+        if self.discovery.ganeti is not None and self.ganeti is None:
+            raise ConfigError(
+                "discovery.ganeti",
+                "needs the top-level `ganeti` section",
+                "add ganeti: {url: https://CLUSTER:5080, username: ..., passwordFile: ...}",
+            )
         return self
 
     @property

@@ -16,6 +16,8 @@ class FaultKind(StrEnum):
     NODE = "node"
     NETWORK = "network"
     POWER = "power"
+    NOVA = "nova"
+    GANETI = "ganeti"
 
 
 SERVICE_ACTIONS = (
@@ -31,10 +33,15 @@ SERVICE_ACTIONS = (
 CONTAINER_ACTIONS = ("start", "terminate", "restart")
 NODE_ACTIONS = ("reboot", "shutdown", "oom", "stress")
 NETWORK_ACTIONS = ("disconnect", "connect")
-POWER_ACTIONS = ("poweroff", "poweron", "reset", "shutdown")
+POWER_ACTIONS = ("poweroff", "poweron", "reset", "shutdown", "snapshot", "revert")
 #: What a node verb in the API or a sentence means through a power backend. `shutdown` is
 #: not among them: it is the node's own (over SSH), recovered through a backend if any.
 BACKEND_POWER_VERBS = ("poweroff", "poweron", "reset")
+
+#: Through Nova's API, on the nova-compute service of the selected nodes' Nova hosts.
+NOVA_ACTIONS = ("force-down", "unset-force-down", "disable", "enable")
+#: Through Ganeti's RAPI: instance verbs on instance nodes, role verbs on Ganeti nodes.
+GANETI_ACTIONS = ("shutdown", "startup", "reboot", "drain", "offline", "regular")
 
 ACTIONS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.SERVICE: SERVICE_ACTIONS,
@@ -42,6 +49,8 @@ ACTIONS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.NODE: NODE_ACTIONS,
     FaultKind.NETWORK: NETWORK_ACTIONS,
     FaultKind.POWER: POWER_ACTIONS,
+    FaultKind.NOVA: NOVA_ACTIONS,
+    FaultKind.GANETI: GANETI_ACTIONS,
 }
 
 

@@ -61,6 +61,8 @@ class Record(Model):
     target: str | None = None
     identity: dict[str, Any] = Field(default_factory=dict)
     previous: dict[str, Any] = Field(default_factory=dict)
+    #: What users of the cloud see after the last step (e.g. servers' hostStatus).
+    observed: dict[str, Any] = Field(default_factory=dict)
     phase: RecordPhase = RecordPhase.PENDING
     output: str = ""
     error: str | None = None

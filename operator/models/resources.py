@@ -75,6 +75,15 @@ class FaultTargetSpec(CloudConfig):
                 found.append(f"discovery.static.nodes[{i}].bmc.passwordFile")
         for i, power in enumerate(self.power):
             found += [f"power[{i}].args.{k}" for k in power.args if k.lower().endswith("file")]
+        if self.openstack is not None:
+            os_files = ("clouds_file", "password_file", "ca_file")
+            found += [f"openstack.{_camel(n)}" for n in os_files if getattr(self.openstack, n)]
+        if self.ganeti is not None:
+            found += [
+                f"ganeti.{_camel(n)}"
+                for n in ("password_file", "ca_file")
+                if getattr(self.ganeti, n)
+            ]
         if found:
             raise ValueError(
                 f"{', '.join(found)}: a FaultTarget cannot read files on the operator; "
@@ -178,8 +187,8 @@ class PrometheusQuery(Model):
     url: str = Field(pattern=r"^https?://", description="Prometheus base URL.")
     query: str = Field(
         min_length=1,
-        description="A PromQL condition, like an alert's: it fires when it returns a sample "
-        'whose value is not 0 (e.g. `up{job="nova-api"} == 0`).',
+        description="PromQL; fires when it returns a sample whose value is not 0, e.g. "
+        '`up{job="nova-api"} == bool 0` (a bare `== 0` keeps the sample with value 0).',
     )
     timeout_seconds: float = Field(default=5.0, gt=0)
 

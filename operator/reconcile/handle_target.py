@@ -31,7 +31,7 @@ async def discover(
     """The status to write; never raises for a bad target (the status says what is wrong)."""
     status = FaultTargetStatus(observed_generation=generation)
     try:
-        engine, _ = await targets.engine_for_body(namespace, name, dict(spec))
+        engine, _ = await targets.engine_for_body(namespace, name, dict(spec), rediscover=True)
     except FaultlineError as exc:
         status.conditions = [
             _condition("Discovered", False, "InvalidTarget", str(exc)),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from faultline.engine.faults.power import MARK_HOST_DOWN, MARKABLE
 from faultline.human import parse
+from faultline.models.errors import ConfigError
 from faultline.models.faults import BACKEND_POWER_VERBS, FaultKind, FaultSpec
 from faultline.models.resources import FaultInjectionSpec, Selector, SelectorMode
 
@@ -32,7 +34,9 @@ def plan(spec: FaultInjectionSpec) -> Plan:
         kind = sentence.kind
         if kind == FaultKind.NODE and sentence.action in BACKEND_POWER_VERBS:
             kind = FaultKind.POWER
-        params = {k: v for k, v in sentence.params.items() if k not in ("sec", "network_name")}
+        params = {
+            k: v for k, v in sentence.params.items() if k not in ("sec", "network_name", "binary")
+        }
         fault = FaultSpec(kind=kind, action=sentence.action, target=sentence.target, params=params)
         sel = sentence.selector
         if sel is None or sel.mode == "all":
@@ -50,6 +54,15 @@ def plan(spec: FaultInjectionSpec) -> Plan:
         fault = FaultSpec(kind=f.kind, action=f.action, target=f.target, params=dict(f.params))
         selector = spec.selector or Selector()
         duration = spec.duration_seconds
+    if spec.mark_host_down:
+        if fault.kind != FaultKind.POWER or fault.action not in MARKABLE:
+            raise ConfigError(
+                "spec.markHostDown",
+                f"applies to powering nodes off ({', '.join(MARKABLE)}), not to "
+                f"{fault.kind} {fault.action}",
+                "remove markHostDown, or power the nodes off",
+            )
+        fault = fault.model_copy(update={"params": {**fault.params, MARK_HOST_DOWN: True}})
     if duration is None and (fault.kind, fault.action) in SELF_RESTORING:
         duration = DEFAULT_SELF_RESTORING_SEC
     if duration:

@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from faultline.engine.engine import Engine
-from faultline.models.config import SecretKeyRef
 from faultline.models.errors import ConfigError, FaultlineError, config_error_from_pydantic
 from faultline.models.resources import FaultTargetSpec
+from faultline.models.secrets import SecretKeyRef
 from faultline.reconcile.kube import Kube, KubeError
 
 PLURAL = "faulttargets"
@@ -54,25 +54,39 @@ class Targets:
         return await self.engine_for_body(namespace, name, body.get("spec") or {})
 
     async def engine_for_body(
-        self, namespace: str, name: str, raw_spec: dict[str, Any]
+        self, namespace: str, name: str, raw_spec: dict[str, Any], rediscover: bool = False
     ) -> tuple[Engine, FaultTargetSpec]:
+        """The target's engine, rebuilt when the spec or a Secret changed; `rediscover` also
+        rebuilds it when nodes come from a cloud API (Nova, Ganeti), to see new nodes."""
         spec = parse_target_spec(raw_spec)
         files, versions = await self._secret_files(namespace, name, spec)
         key = hashlib.sha256(
             (repr(sorted(raw_spec.items(), key=str)) + repr(versions)).encode()
         ).hexdigest()
         cached = self._engines.get((namespace, name))
-        if cached is not None and cached[0] == key:
+        dynamic = any(
+            getattr(spec.discovery, source, None) is not None for source in ("openstack", "ganeti")
+        )
+        if cached is not None and cached[0] == key and not (rediscover and dynamic):
             return cached[1], spec
         config = spec.model_copy(deep=True)
         for field, path in files.items():
-            if field.startswith("bmc:"):
+            if field.startswith("openstack:"):
+                assert config.openstack is not None
+                setattr(config.openstack, field.removeprefix("openstack:"), str(path))
+            elif field.startswith("ganeti:"):
+                assert config.ganeti is not None
+                setattr(config.ganeti, field.removeprefix("ganeti:"), str(path))
+            elif field.startswith("power"):
+                index, key = field.removeprefix("power").split(":", 1)
+                config.power[int(index)].args[key] = str(path)
+            elif field.startswith("bmc:"):
                 node = next(n for n in config.nodes if n.fqdn == field[4:])
                 assert node.bmc is not None
                 node.bmc.password_file = str(path)
             else:
                 setattr(config.ssh, field, str(path))
-        engine = Engine(config)
+        engine = await Engine.create(config)
         if cached is not None:
             self._retired.append(cached[1])  # in-flight work may still use it
         self._engines[(namespace, name)] = (key, engine)
@@ -89,6 +103,36 @@ class Targets:
             field: (ref, f"spec.ssh.{_camel(field)}")
             for field, ref in spec.ssh.secret_refs().items()
         }
+        if spec.openstack is not None:
+            if spec.openstack.clouds_secret is not None:
+                refs["openstack:clouds_file"] = (
+                    spec.openstack.clouds_secret,
+                    "spec.openstack.cloudsSecret",
+                )
+            if spec.openstack.password_secret is not None:
+                refs["openstack:password_file"] = (
+                    spec.openstack.password_secret,
+                    "spec.openstack.passwordSecret",
+                )
+            if spec.openstack.ca_secret is not None:
+                refs["openstack:ca_file"] = (spec.openstack.ca_secret, "spec.openstack.caSecret")
+        if spec.ganeti is not None:
+            if spec.ganeti.password_secret is not None:
+                refs["ganeti:password_file"] = (
+                    spec.ganeti.password_secret,
+                    "spec.ganeti.passwordSecret",
+                )
+            if spec.ganeti.ca_secret is not None:
+                refs["ganeti:ca_file"] = (spec.ganeti.ca_secret, "spec.ganeti.caSecret")
+        for i, power in enumerate(spec.power):
+            for key in ("cloudsSecret", "passwordSecret", "caSecret"):
+                raw = power.args.get(key)
+                if isinstance(raw, dict) and raw.get("name") and raw.get("key"):
+                    where = f"spec.power[{i}].args.{key}"
+                    refs[f"power{i}:{key.removesuffix('Secret')}File"] = (
+                        SecretKeyRef(name=raw["name"], key=raw["key"]),
+                        where,
+                    )
         for i, node in enumerate(spec.nodes):
             if node.bmc is not None and node.bmc.password_secret is not None:
                 where = f"spec.discovery.static.nodes[{i}].bmc.passwordSecret"

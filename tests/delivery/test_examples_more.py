@@ -1,7 +1,7 @@
 """The examples beyond the lab (examples/*.yaml, examples/argocd/chaos/): valid for the CRD
 schema and the models, and every fault fits its target -- the names it uses exist, the
 selection finds nodes, the target's safety limits let it through, a power backend covers
-each node. examples/future/ is checked to be marked, and still refused."""
+each node."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from delivery_support import EXAMPLES, custom_kinds
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from faultline.engine import safety
 from faultline.engine.engine import Engine
@@ -28,14 +28,12 @@ from faultline.reconcile.plan import plan
 
 FOLDERS = [EXAMPLES, EXAMPLES / "argocd" / "chaos"]
 FILES = [p for folder in FOLDERS for p in sorted(folder.glob("*.yaml"))]
-FUTURE = sorted((EXAMPLES / "future").glob("*.yaml"))
 MODELS: dict[str, type[BaseModel]] = {
     "FaultTarget": FaultTargetSpec,
     "FaultInjection": FaultInjectionSpec,
     "FaultSchedule": FaultScheduleSpec,
 }
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-BANNER = "# FUTURE - NOT VALIDATED"
 
 #: Where the example clouds run what (discovery finds this on a real cloud; here it is the
 #: assumption the examples are written for), by target: service or container -> fqdns.
@@ -50,6 +48,9 @@ PLACEMENT: dict[str, dict[str, list[str]]] = {
         "service:neutron-l3-agent": ["net1.cloud.example.com", "net2.cloud.example.com"],
         "container:neutron-l3-agent": ["net1.cloud.example.com", "net2.cloud.example.com"],
         "*": ["ctl1.cloud.example.com", "ctl2.cloud.example.com", "ctl3.cloud.example.com"],
+    },
+    "ganeti-cloud": {
+        "*": ["ctl1.ganeti.example.com", "ctl2.ganeti.example.com", "ctl3.ganeti.example.com"],
     },
 }
 
@@ -188,28 +189,8 @@ def test_examples_apply_to_the_api() -> None:
         )
 
 
-@pytest.mark.parametrize("path", FUTURE, ids=_name)
-def test_future_examples_are_marked_and_still_refused(path: Path) -> None:
-    """Each says it is not validated, is listed in future/README.md, and is still refused
-    (by the CRD schema or the models): when this fails, the feature exists -- move the
-    example up to examples/ and validate it there."""
-    text = path.read_text()
-    assert text.startswith(BANNER), f"{_name(path)} must start with {BANNER!r}"
-    assert f"`{_name(path)}`" in (EXAMPLES / "future" / "README.md").read_text()
-    refused = []
-    for doc in _docs(path):
-        schema = custom_kinds().errors(doc)
-        try:
-            MODELS[doc["kind"]].model_validate(doc["spec"])
-            model = None
-        except ValidationError as exc:
-            model = exc
-        refused.append(bool(schema) or model is not None)
-    assert all(refused), f"{_name(path)} is valid now: move it out of future/"
-
-
 def test_examples_readme_lists_them() -> None:
     readme = (EXAMPLES / "README.md").read_text()
-    listed = FILES + FUTURE + sorted((EXAMPLES / "argocd").glob("*.yaml"))
+    listed = FILES + sorted((EXAMPLES / "argocd").glob("*.yaml"))
     missing = [_name(p) for p in listed if f"`{_name(p)}`" not in readme]
     assert missing == []

@@ -97,10 +97,11 @@ def test_builder_compiles_libvirt_python_runtime_has_only_the_library() -> None:
         assert not re.search(rf"\b{package}\b", run_runs), f"{package} in the runtime stage"
     assert re.search(r"\blibvirt0\b", run_runs)
     assert "--no-install-recommends" in run_runs and "rm -rf /var/lib/apt/lists" in run_runs
-    # The builder installs the package with every power backend; the extra must exist.
-    assert '".[power]"' in build_runs
+    # The builder installs every power backend and the OpenStack client; the extras exist.
+    assert '".[power,openstack]"' in build_runs
     pyproject = (REPO / "pyproject.toml").read_text()
     assert re.search(r"^power = \[", pyproject, re.MULTILINE)
+    assert re.search(r"^openstack = \[", pyproject, re.MULTILINE)
     copies = [i["value"] for i in runtime if i["instruction"] == "COPY"]
     assert copies == ["--from=builder /opt/faultline /opt/faultline"]
 

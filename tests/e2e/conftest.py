@@ -7,7 +7,6 @@ process (`faultline run`), so killing it with SIGKILL is real; kubectl applies m
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import NAMESPACE, lab_target_manifest
+from e2e_support import NAMESPACE, lab_secrets, lab_target_manifest
 
 from faultline.lab import Lab
 from faultline.lab.kubeapi import KubeAPI
@@ -165,33 +164,9 @@ def operator(kubeconfig: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
 
 @pytest.fixture(scope="session")
 def lab_target(lab: Lab, kube: KubeAPI, kubectl: Kubectl) -> str:
-    """The lab as a FaultTarget, its SSH key and known_hosts in a Secret."""
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "lab-ssh", "namespace": NAMESPACE},
-        "type": "Opaque",
-        "data": {
-            "id_ed25519": base64.b64encode(lab.private_key_path.read_bytes()).decode(),
-            "known_hosts": base64.b64encode(lab.known_hosts_path.read_bytes()).decode(),
-        },
-    }
-    kubectl.apply(secret)
-    bmc_files = {
-        n["bmc"]["passwordFile"]
-        for n in yaml.safe_load(lab.config_path.read_text())["discovery"]["static"]["nodes"]
-        if n.get("bmc")
-    }
-    (bmc_file,) = bmc_files  # one password for the lab's BMCs
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "lab-bmc", "namespace": NAMESPACE},
-            "type": "Opaque",
-            "data": {"password": base64.b64encode(Path(bmc_file).read_bytes()).decode()},
-        }
-    )
+    """The lab as a FaultTarget, its SSH key, known_hosts and BMC password in Secrets."""
+    for secret in lab_secrets(lab):
+        kubectl.apply(secret)
     kubectl.apply(lab_target_manifest(lab))
     return "lab"
 

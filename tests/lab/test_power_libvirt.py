@@ -310,6 +310,55 @@ def test_snapshot_and_revert_on_the_test_driver(healthy: Lab, virt: Any, uri: st
     assert virt.lookupByName("node1").snapshotNum(0) == 0
 
 
+def test_snapshot_action_is_deleted_again_on_rollback(healthy: Lab, virt: Any, cloud: Any) -> None:
+    """os-faults' `snapshot` verb as a recorded action: rollback removes what it created."""
+    result = cloud.get_nodes(["node2"]).snapshot("fl-gate")
+    assert result.ok and "snapshot fl-gate taken" in result.records[0].output
+    assert virt.lookupByName("node2").snapshotLookupByName("fl-gate", 0).getName() == "fl-gate"
+    assert domain_on(virt, "node2")  # taken suspended, resumed after
+    cloud.recover(result)
+    assert virt.lookupByName("node2").snapshotNum(0) == 0
+
+
+def test_revert_action_and_its_rollback(healthy: Lab, virt: Any, cloud: Any) -> None:
+    """Revert node3's domain to a snapshot: an undo snapshot is taken first; rollback reverts
+    to it (running, as before) and deletes it, leaving only the user's snapshot. Asserted on
+    the domains: each revert's stop/start events make the lab's mirror power-cycle the lab
+    node, which the test only waits out at the end."""
+    dom = virt.lookupByName("node3")
+    dom.snapshotCreateXML(
+        "<domainsnapshot><name>fl-gold</name><domain><name>node3</name></domain></domainsnapshot>",
+        0,
+    )
+    try:
+        result = cloud.get_nodes(["node3"]).revert("fl-gold", resume=False)
+        assert result.ok, result
+        [record] = result.records
+        assert "reverted to snapshot fl-gold" in record.output
+        undo = record.identity["undoSnapshot"]
+        assert sorted(s.getName() for s in dom.listAllSnapshots(0)) == sorted(["fl-gold", undo])
+
+        cloud.recover(result)
+        assert domain_on(virt, "node3")
+        assert [s.getName() for s in dom.listAllSnapshots(0)] == ["fl-gold"]
+    finally:
+        dom.snapshotLookupByName("fl-gold", 0).delete(0)
+    settled: list[str] = []
+
+    def steady_on() -> bool:
+        settled.append(healthy.power("node3", "status"))
+        return settled[-20:] == ["on"] * 20  # two seconds without a power cycle
+
+    eventually(steady_on, 60, "node3 steadily on")
+    healthy.wait_ready("node3")
+
+
+def test_snapshot_needs_a_backend_that_has_them(cloud: Any, tmp_path: Path) -> None:
+    spec = FaultSpec(kind=FaultKind.POWER, action="revert", params={"name": "x; reboot"})
+    with pytest.raises(ConfigError, match=r"params.name: revert needs a snapshot name"):
+        cloud.act(spec, cloud.get_nodes(["node1"]))
+
+
 def test_graceful_reboot_and_states(healthy: Lab, virt: Any, uri: str) -> None:
     node = target(healthy, "node2")
     old = boot_id(healthy, "node2")

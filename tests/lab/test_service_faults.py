@@ -40,9 +40,7 @@ def test_kill_one_node_then_recover(lab: Any, cloud: Any) -> None:
     assert record.phase == RecordPhase.RECOVERED
 
 
-def test_recover_is_not_fooled_by_a_process_that_mentions_the_service(
-    lab: Any, cloud: Any
-) -> None:
+def test_recover_is_not_fooled_by_a_process_that_mentions_the_service(lab: Any, cloud: Any) -> None:
     """An admin tailing memcached's log while it is down: the init script, not `pgrep -f`,
     says whether memcached runs, so recovery still starts it."""
     svc = cloud.get_service("memcached")

@@ -42,6 +42,10 @@ class FaultHandler(ABC):
     async def recover(self, sh: NodeShell, record: Record) -> str:
         """Undo, idempotently, and verify the real state. Returns a short output."""
 
+    async def close(self) -> None:
+        """Release API clients the handler opened (SSH is the engine's)."""
+        return None
+
 
 def deadman_seconds(params: dict[str, Any]) -> int:
     sec = params.get("sec")

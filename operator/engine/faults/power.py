@@ -11,12 +11,18 @@ from typing import Any
 
 from faultline.drivers import node as cmd
 from faultline.drivers.power import PowerBackend, PowerState
+from faultline.engine.faults import snapshot
 from faultline.engine.faults.base import FaultHandler
+from faultline.engine.faults.nova import COMPUTE, NovaApi, nova_host
 from faultline.engine.shell import CommandFailedError, NodeShell
+from faultline.models.errors import ConfigError
 from faultline.models.faults import POWER_ACTIONS, FaultKind, FaultSpec
 from faultline.models.records import Record
 
 BOOT_TIMEOUT = 300.0
+#: FaultSpec param: force the node's nova-compute down while it is off (OPNFV Doctor).
+MARK_HOST_DOWN = "mark_host_down"
+MARKABLE = ("poweroff", "shutdown")
 
 
 def backend_of(sh: NodeShell) -> PowerBackend:
@@ -38,10 +44,72 @@ class PowerFault(FaultHandler):
     kind = FaultKind.POWER
     actions = POWER_ACTIONS
 
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.nova = NovaApi(self)
+
+    def check(self, spec: FaultSpec) -> None:
+        super().check(spec)
+        if spec.action in snapshot.SNAPSHOT_ACTIONS:
+            snapshot.check(spec)
+        if spec.params.get(MARK_HOST_DOWN):
+            if spec.action not in MARKABLE:
+                raise ConfigError(
+                    "markHostDown",
+                    f"applies to {' and '.join(MARKABLE)}, not {spec.action}",
+                    "drop markHostDown or power the node off",
+                )
+            if self.config.openstack is None:
+                raise ConfigError(
+                    "markHostDown",
+                    "forcing nova-compute down needs the cloud's API",
+                    "add the `openstack` section to the FaultTarget",
+                )
+
     def identity(self, spec: FaultSpec, record: Record) -> dict[str, Any]:
-        return {}
+        if spec.action in snapshot.SNAPSHOT_ACTIONS:
+            return snapshot.identity(spec, record)
+        if not spec.params.get(MARK_HOST_DOWN):
+            return {}
+        labels = next((n.labels for n in self.config.nodes if n.fqdn == record.node), {})
+        return {"markHostDown": {"host": nova_host(labels, record.node), "binary": COMPUTE}}
 
     async def apply(self, sh: NodeShell, record: Record) -> str:
+        if record.action in snapshot.SNAPSHOT_ACTIONS:
+            backend = backend_of(sh)
+            record.identity = {**record.identity, "backend": backend.driver}
+            return await snapshot.apply(backend, sh.power_target, record)
+        out = await self._power_apply(sh, record)
+        mark = record.identity.get("markHostDown")
+        if mark:
+            nova = self.nova.get()
+            before = await nova.service(mark["host"], mark["binary"])
+            record.previous["novaForcedDown"] = before.forced_down
+            await nova.set_forced_down(mark["host"], mark["binary"], True)
+            record.observed = await nova.host_status(mark["host"])
+            out += f"; {mark['binary']} on {mark['host']} forced down"
+        return out
+
+    async def recover(self, sh: NodeShell, record: Record) -> str:
+        if record.action in snapshot.SNAPSHOT_ACTIONS:
+            return await snapshot.recover(backend_of(sh), sh.power_target, record)
+        # Doctor's order: the node runs again first, only then may Nova schedule onto it.
+        out = await self._power_recover(sh, record)
+        mark = record.identity.get("markHostDown")
+        if mark:
+            nova = self.nova.get()
+            want = bool(record.previous.get("novaForcedDown", False))
+            now = await nova.service(mark["host"], mark["binary"])
+            if now.forced_down != want:
+                await nova.set_forced_down(mark["host"], mark["binary"], want)
+            record.observed = await nova.host_status(mark["host"])
+            out += f"; {mark['binary']} forced_down={str(want).lower()}"
+        return out
+
+    async def close(self) -> None:
+        await self.nova.close()
+
+    async def _power_apply(self, sh: NodeShell, record: Record) -> str:
         backend = backend_of(sh)
         target = sh.power_target
         record.identity = {**record.identity, "backend": backend.driver}
@@ -68,7 +136,7 @@ class PowerFault(FaultHandler):
         sh.forget()
         return out
 
-    async def recover(self, sh: NodeShell, record: Record) -> str:
+    async def _power_recover(self, sh: NodeShell, record: Record) -> str:
         backend = backend_of(sh)
         target = sh.power_target
         previous = record.previous.get("power", PowerState.ON.value)
