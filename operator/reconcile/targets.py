@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from faultline.engine.discovery import discovered_config
 from faultline.engine.engine import Engine
 from faultline.models.errors import ConfigError, FaultlineError, config_error_from_pydantic
 from faultline.models.resources import FaultTargetSpec
@@ -78,15 +79,18 @@ class Targets:
                 assert config.ganeti is not None
                 setattr(config.ganeti, field.removeprefix("ganeti:"), str(path))
             elif field.startswith("power"):
-                index, key = field.removeprefix("power").split(":", 1)
-                config.power[int(index)].args[key] = str(path)
+                index, arg = field.removeprefix("power").split(":", 1)
+                config.power[int(index)].args[arg] = str(path)
             elif field.startswith("bmc:"):
                 node = next(n for n in config.nodes if n.fqdn == field[4:])
                 assert node.bmc is not None
                 node.bmc.password_file = str(path)
             else:
                 setattr(config.ssh, field, str(path))
-        engine = await Engine.create(config)
+        found = await discovered_config(config)
+        if cached is not None and cached[0] == key and found.nodes == cached[1].config.nodes:
+            return cached[1], spec  # rediscovered, nothing changed: keep its connections
+        engine = Engine(found)
         if cached is not None:
             self._retired.append(cached[1])  # in-flight work may still use it
         self._engines[(namespace, name)] = (key, engine)
