@@ -18,6 +18,7 @@ import yaml
 import faultline
 from faultline.lab import Lab
 from faultline.models.errors import FaultlineError
+from openstack_support import fake_server
 
 pytestmark = pytest.mark.lab
 
@@ -69,21 +70,8 @@ def cloud(os_lab: Lab, os_conn: Any, tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def server_on_node2(os_conn: Any) -> Iterator[str]:
     """A tenant's server on Nova host node2 (fake driver), deleted afterwards."""
-    image = os_conn.image.find_image("faultline-fake", ignore_missing=False)
-    flavor = os_conn.compute.find_flavor("m1.tiny", ignore_missing=False)
-    server = os_conn.compute.create_server(
-        name="fl-test-node2",
-        image_id=image.id,
-        flavor_id=flavor.id,
-        networks="none",
-        availability_zone="nova:node2",
-    )
-    try:
-        server = os_conn.compute.wait_for_server(server, status="ACTIVE", wait=120)
+    with fake_server(os_conn, "fl-test-node2", host="node2") as server:
         yield str(server.id)
-    finally:
-        os_conn.compute.delete_server(server.id, ignore_missing=True)
-        os_conn.compute.wait_for_delete(server, wait=60)
 
 
 def test_discovery_maps_nova_hosts_to_ssh_nodes(os_lab: Lab, os_conn: Any) -> None:

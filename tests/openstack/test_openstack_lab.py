@@ -20,6 +20,7 @@ import pytest
 
 from faultline.lab import Lab, addon_openstack
 from faultline.lab import openstack_services as services
+from openstack_support import fake_server
 
 pytestmark = pytest.mark.lab
 
@@ -83,22 +84,9 @@ def test_services_and_hypervisors(os_lab: Lab, os_conn: Any, computes_up: None) 
 
 
 def test_server_lands_on_the_host_asked_for(os_conn: Any, computes_up: None) -> None:
-    image = os_conn.image.find_image("faultline-fake", ignore_missing=False)
-    flavor = os_conn.compute.find_flavor("m1.tiny", ignore_missing=False)
-    server = os_conn.compute.create_server(
-        name="fl-lab-test",
-        image_id=image.id,
-        flavor_id=flavor.id,
-        networks="none",
-        availability_zone="nova:node2",
-    )
-    try:
-        server = os_conn.compute.wait_for_server(server, status="ACTIVE", interval=0.5, wait=120)
+    with fake_server(os_conn, "fl-lab-test", host="node2") as server:
         assert server.compute_host == "node2"
         assert os_conn.compute.get_server(server.id).status == "ACTIVE"
-    finally:
-        os_conn.compute.delete_server(server.id, ignore_missing=True)
-        os_conn.compute.wait_for_delete(server, interval=0.5, wait=60)
 
 
 def test_killed_compute_goes_down_and_comes_back(

@@ -13,22 +13,15 @@ import yaml
 from faultline.drivers.power import PowerError, PowerState, PowerTarget, build_backend
 from faultline.lab import Lab
 from faultline.models.config import PowerConfig
+from openstack_support import fake_server
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
 def vm(os_conn: Any) -> Iterator[Any]:
-    image = os_conn.image.find_image("faultline-fake", ignore_missing=False)
-    flavor = os_conn.compute.find_flavor("m1.tiny", ignore_missing=False)
-    server = os_conn.compute.create_server(
-        name="fl-undercloud-node", image_id=image.id, flavor_id=flavor.id, networks="none"
-    )
-    try:
-        yield os_conn.compute.wait_for_server(server, status="ACTIVE", wait=120)
-    finally:
-        os_conn.compute.delete_server(server.id, ignore_missing=True)
-        os_conn.compute.wait_for_delete(server, wait=60)
+    with fake_server(os_conn, "fl-undercloud-node") as server:
+        yield server
 
 
 def backend_for(os_lab: Lab, **args: Any) -> Any:
