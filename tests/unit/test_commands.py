@@ -49,16 +49,35 @@ def test_signal_pids_ignores_a_process_that_already_exited() -> None:
 
 
 def test_signal_pids_fails_when_a_live_process_refuses() -> None:
-    """Signalling pid 1 as an unprivileged user is refused (EPERM): the script says which."""
-    script = signal_pids("CONT", "1")
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
+    """An unprivileged user may not kill root's process (EPERM): the script says which pid.
+
+    The victim runs in its own session: SIGCONT (unlike SIGKILL) is allowed within a
+    session whatever the uid, so the refusal must not depend on where the tests run.
+    """
+    victim = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
     )
-    assert result.returncode != 0
-    assert "cannot send SIGCONT to pid 1: Operation not permitted" in result.stderr
+    try:
+        result = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                signal_pids("KILL", str(victim.pid)),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert f"cannot send SIGKILL to pid {victim.pid}: Operation not permitted" in result.stderr
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def test_signal_pids_accepts_only_known_signals() -> None:
