@@ -1,15 +1,19 @@
 """Engines for FaultTargets: spec + Secrets -> private files -> one cached Engine each.
 
 An engine (and its open SSH connections) is reused until the target's spec or one of its
-Secrets changes. Secret contents go to files in a private directory (0700 / 0600); they
+Secrets changes (or rediscovery finds other nodes). A replaced engine is closed
+RETIRED_GRACE_SECONDS later: a step that took it before the change may still be using it.
+Secret contents go to files in a private directory (0700 / 0600); they
 never reach status, Events or logs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,10 @@ from faultline.models.secrets import SecretKeyRef
 from faultline.reconcile.kube import Kube, KubeError
 
 PLURAL = "faulttargets"
+#: Longer than any one step (a power-off waits minutes at most); steps take a fresh engine.
+RETIRED_GRACE_SECONDS = 900.0
+
+log = logging.getLogger(__name__)
 
 
 class TargetNotReadyError(FaultlineError):
@@ -42,7 +50,7 @@ class Targets:
         self._root = Path(tempfile.mkdtemp(prefix="faultline-secrets-"))
         self._root.chmod(0o700)
         self._engines: dict[tuple[str, str], tuple[str, Engine]] = {}
-        self._retired: list[Engine] = []
+        self._retired: list[tuple[float, Engine]] = []
         self._written: dict[Path, str] = {}
 
     async def engine(self, namespace: str, name: str) -> tuple[Engine, FaultTargetSpec]:
@@ -91,10 +99,28 @@ class Targets:
         if cached is not None and cached[0] == key and found.nodes == cached[1].config.nodes:
             return cached[1], spec  # rediscovered, nothing changed: keep its connections
         engine = Engine(found)
+        await self._close_retired()
         if cached is not None:
-            self._retired.append(cached[1])  # in-flight work may still use it
+            self._retired.append((time.monotonic(), cached[1]))
         self._engines[(namespace, name)] = (key, engine)
         return engine, spec
+
+    async def _close_retired(self, older_than: float | None = None) -> None:
+        if older_than is None:
+            older_than = RETIRED_GRACE_SECONDS
+        now = time.monotonic()
+        due = [e for at, e in self._retired if now - at >= older_than]
+        self._retired = [(at, e) for at, e in self._retired if now - at < older_than]
+        for engine in due:
+            try:
+                await engine.close()
+            except Exception as exc:  # closing sockets must not fail a reconcile
+                log.warning("closing a replaced engine: %s", exc)
+
+    @property
+    def retired(self) -> int:
+        """Replaced engines not closed yet."""
+        return len(self._retired)
 
     async def _secret_files(
         self, namespace: str, name: str, spec: FaultTargetSpec
@@ -173,8 +199,8 @@ class Targets:
         return cached is not None and cached[1].config.safety.paused
 
     async def close(self) -> None:
-        engines = [e for _, e in self._engines.values()] + self._retired
-        for engine in engines:
+        await self._close_retired(older_than=0.0)
+        for _, engine in self._engines.values():
             await engine.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
