@@ -20,7 +20,11 @@ Why a scheduled time cannot get two children:
 Missed runs follow Kubernetes CronJob: of the times missed since `lastScheduleTime`, only
 the most recent starts, and only within `startingDeadlineSeconds` when set; a run blocked by
 `concurrencyPolicy: Forbid` stays due until its deadline (or the next time) passes. Runs
-outside `windows` are skipped and recorded in status.lastSkipped and an Event.
+outside `windows` are skipped and recorded in status.lastSkipped and an Event. While a kill
+switch covers the schedule's namespace no child is created: the due run is recorded as
+skipped (reason KillSwitch) and, like a run blocked by Forbid, stays due until its deadline
+or the next time, so set `startingDeadlineSeconds` to keep a late run from starting when
+the switch is lifted.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from faultline.models.schedule import (
     SkippedRun,
     child_name,
 )
+from faultline.reconcile.handle_kill_switch import KillSwitches
 from faultline.reconcile.kube import Kube, KubeError
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,10 @@ class Wakeups:
     def wake(self, uid: str) -> None:
         event = self._events.get(uid)
         if event is not None:
+            event.set()
+
+    def wake_all(self) -> None:
+        for event in self._events.values():
             event.set()
 
     def drop(self, uid: str) -> None:
@@ -255,8 +264,10 @@ class ScheduleDriver:
         event: EventSink,
         wakeups: Wakeups,
         clock: Clock = utcnow,
+        switches: KillSwitches | None = None,
     ) -> None:
         self.kube = kube
+        self.switches = switches
         self.namespace = namespace
         self.name = name
         self.uid = uid
@@ -360,6 +371,14 @@ class ScheduleDriver:
             self.skip(status, run.time, "OutsideWindow", f"run of {_iso(run.time)} skipped")
             await self.save(old, status)
             return until_next
+        engaged = await self.switches.engaged(self.namespace) if self.switches else None
+        if engaged is not None:
+            set_condition(status, "Ready", True, "KillSwitch", engaged.message)
+            self.skip(
+                status, run.time, "KillSwitch", f"run of {_iso(run.time)} waits: {engaged.message}"
+            )
+            await self.save(old, status)
+            return min(until_next, BLOCKED_RECHECK)
         active = [c for c in children if not c.finished]
         if spec.concurrency_policy == ConcurrencyPolicy.FORBID and active:
             names = ", ".join(c.name for c in active)

@@ -201,6 +201,7 @@ def kill_switch_changed(namespace: str | None, type: str | None, body: kopf.Body
     changed, engaged = RUNTIME.get().switches.observe(ns, seen)
     if not changed:
         return
+    SCHEDULE_WAKEUPS.wake_all()
     if engaged is not None:
         kopf.event(body, type="Warning", reason="KillSwitchEngaged", message=engaged.message)
     else:
@@ -223,7 +224,13 @@ async def drive_schedule(
 ) -> None:
     op = RUNTIME.get()
     driver = ScheduleDriver(
-        op.kube, namespace or "default", name, uid, _events(body), SCHEDULE_WAKEUPS
+        op.kube,
+        namespace or "default",
+        name,
+        uid,
+        _events(body),
+        SCHEDULE_WAKEUPS,
+        switches=op.switches,
     )
     await driver.run(stopped)
 

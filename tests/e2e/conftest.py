@@ -26,6 +26,9 @@ from e2e_support import NAMESPACE, lab_secrets, lab_target_manifest
 from faultline.lab import Lab
 from faultline.lab.kubeapi import KubeAPI
 from faultline.models.crds import crds
+from faultline.models.resources import API_VERSION as API
+from faultline.models.schedule import SCHEDULE_LABEL
+from lab_observe import eventually
 
 BIN = Path(sys.executable).parent
 
@@ -198,3 +201,22 @@ def e2e(
                 )
             raise AssertionError(f"injections not released after 60 s: {left}")
         time.sleep(0.1)
+
+
+@pytest.fixture
+def schedules(e2e: Any, kube: KubeAPI, kubectl: Kubectl) -> Iterator[None]:
+    """Deletes every FaultSchedule after the test, and waits for the garbage collector to
+    delete (and so recover) their children before `e2e` looks for leftover injections."""
+    yield
+    for obj in kube.list(API, "FaultSchedule", NAMESPACE):
+        kubectl("delete", "faultschedule", obj["metadata"]["name"], "--wait=false")
+    eventually(lambda: not kube.list(API, "FaultSchedule", NAMESPACE), 30, "schedules deleted")
+
+    def orphans() -> list[str]:
+        return [
+            o["metadata"]["name"]
+            for o in kube.list(API, "FaultInjection", NAMESPACE)
+            if SCHEDULE_LABEL in (o["metadata"].get("labels") or {})
+        ]
+
+    eventually(lambda: not orphans(), 60, "children of deleted schedules gone")

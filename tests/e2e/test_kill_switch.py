@@ -7,11 +7,21 @@ chart runs it with watchNamespaces: the cluster switch is the ConfigMap kopf doe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from test_operator import condition, injection, status, wait_phase, wait_status
+from test_schedule import (
+    EVERY,
+    children,
+    first_child,
+    number,
+    sched_status,
+    schedule,
+    wait_for,
+)
 
 from faultline.lab.kubeapi import KubeAPI
 from lab_observe import eventually, link, pids
@@ -154,3 +164,32 @@ def test_operator_flag(
     operator.start()
     wait_phase(kube, "op-blocked", "Active", timeout=30)
     eventually(lambda: pids(lab, "node2", "memcached") == [], 5, "memcached killed")
+
+
+def test_a_schedule_creates_no_runs_while_engaged(
+    e2e: Any, switches: None, schedules: None, kube: KubeAPI, kubectl: Any
+) -> None:
+    done = kubectl("create", "configmap", SWITCH, "--from-literal=reason=freeze week")
+    assert done.returncode == 0, done.stderr
+    dry = {"command": "kill memcached service on node1 node", "dryRun": True}
+    kubectl.apply(schedule("held", dry, concurrencyPolicy="Allow", startingDeadlineSeconds=2))
+
+    def skipped() -> dict[str, Any] | None:
+        last = sched_status(kube, "held").get("lastSkipped") or {}
+        return last if last.get("reason") == "KillSwitch" else None
+
+    last = wait_for(skipped, EVERY + 10, "a run skipped for the kill switch")
+    assert "freeze week" in last["message"]
+    first_held = last["scheduledTime"]
+    wait_for(lambda: (skipped() or {}).get("scheduledTime") != first_held, EVERY + 5, "next run")
+    assert children(kube, "held") == {}
+    assert "lastScheduleTime" not in sched_status(kube, "held")
+    assert "KillSwitch" in events(kubectl, "held")
+
+    lifted_at = time.time()
+    done = kubectl("delete", "configmap", SWITCH)
+    assert done.returncode == 0, done.stderr
+    name = first_child(kube, "held")
+    # The held run is past its 2 s deadline by now or starts within it, never both: the
+    # first child is for a time after the switch was lifted, or at most 2 s before.
+    assert number(name) >= lifted_at - 2 - 1, (name, lifted_at)

@@ -9,7 +9,7 @@ operator on the objects in the API.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -79,25 +79,6 @@ def first_child(kube: Any, name: str, timeout: float = EVERY + 10) -> str:
 def phase_of(kube: Any, name: str) -> str | None:
     obj = kube.get(API, "FaultInjection", name, NS)
     return None if obj is None else (obj.get("status") or {}).get("phase")
-
-
-@pytest.fixture
-def schedules(e2e: Any, kube: Any, kubectl: Any) -> Iterator[None]:
-    """Deletes every FaultSchedule after the test, and waits for the garbage collector to
-    delete (and so recover) their children before `e2e` looks for leftover injections."""
-    yield
-    for obj in kube.list(API, "FaultSchedule", NS):
-        kubectl("delete", "faultschedule", obj["metadata"]["name"], "--wait=false")
-    eventually(lambda: not kube.list(API, "FaultSchedule", NS), 30, "schedules deleted")
-
-    def orphans() -> list[str]:
-        return [
-            o["metadata"]["name"]
-            for o in kube.list(API, "FaultInjection", NS)
-            if LABEL in (o["metadata"].get("labels") or {})
-        ]
-
-    eventually(lambda: not orphans(), 60, "children of deleted schedules gone")
 
 
 def test_children_on_time_named_by_run_and_history_limits(

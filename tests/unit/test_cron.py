@@ -32,7 +32,9 @@ from faultline.models.schedule import (
     Weekday,
     child_name,
 )
+from faultline.reconcile.handle_kill_switch import KillSwitches, Settings
 from faultline.reconcile.handle_schedule import (
+    BLOCKED_RECHECK,
     Child,
     Conflict,
     ScheduleDriver,
@@ -561,7 +563,11 @@ T0 = utc(2024, 3, 4, 12, 0, 2)  # a Monday; @every 5s runs at :05, :10, ...
 NOW = [T0]
 
 
-def driver(kube: FakeKube, events: list[tuple[str, str]] | None = None) -> ScheduleDriver:
+def driver(
+    kube: FakeKube,
+    events: list[tuple[str, str]] | None = None,
+    switches: KillSwitches | None = None,
+) -> ScheduleDriver:
     sink = events if events is not None else []
     return ScheduleDriver(
         kube,  # type: ignore[arg-type]
@@ -571,6 +577,7 @@ def driver(kube: FakeKube, events: list[tuple[str, str]] | None = None) -> Sched
         lambda type_, reason, message: sink.append((reason, message)),
         Wakeups(),
         clock=lambda: NOW[0],
+        switches=switches,
     )
 
 
@@ -709,6 +716,31 @@ def test_forbid_drops_a_run_past_its_deadline() -> None:
     at(13.05)
     run(driver(kube).step())
     assert kube.child_names() == [name_at(3), name_at(13)]
+
+
+def test_a_kill_switch_holds_due_runs_until_lifted() -> None:
+    """The operator's --kill-switch (the one switch that needs no ConfigMap read)."""
+    kube, events = make(startingDeadlineSeconds=3), []  # type: ignore[var-annotated]
+    settings = Settings(flag=True)
+    switches = KillSwitches(kube, settings)  # type: ignore[arg-type]
+    at(3.05)
+    assert run(driver(kube, events, switches).step()) <= BLOCKED_RECHECK
+    run(driver(kube, events, switches).step())
+    assert kube.child_names() == []
+    st = kube.status()
+    assert "lastScheduleTime" not in st
+    assert st["lastSkipped"]["reason"] == "KillSwitch"
+    assert "--kill-switch" in st["lastSkipped"]["message"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "KillSwitch")
+    assert [r for r, _ in events] == ["KillSwitch"]  # once per run, not per look
+    settings.flag = False  # lifted within the run's deadline: it starts late
+    switches.observe("default", None)  # kopf's listing: no ConfigMap switch either
+    at(5.0)
+    run(driver(kube, events, switches).step())
+    assert kube.child_names() == [name_at(3)]
+    ready = next(c for c in kube.status()["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Scheduling"
 
 
 def test_replace_deletes_the_active_child_first() -> None:
