@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-import faultline
 from faultline.lab import Lab, cleanup_leftovers
+from lab_support import addon_lab, recovering_cloud
 
 
 @pytest.fixture(scope="session")
@@ -31,19 +31,8 @@ def lab_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def lab(lab_root: Path) -> Iterator[Lab]:
-    # temporary: if this session dies hard, the next one's cleanup_leftovers() removes it.
-    the_lab = Lab(
-        state_dir=lab_root / "lab",
-        nodes=3,
-        temporary=True,
-        container_tools=("podman", "docker"),
-        addons=("ipmi",),
-    )
-    try:
-        the_lab.up()
+    with addon_lab(lab_root, "lab", ("ipmi",), container_tools=("podman", "docker")) as the_lab:
         yield the_lab
-    finally:  # also on failures and Ctrl-C
-        the_lab.down()
 
 
 @pytest.fixture
@@ -60,13 +49,8 @@ def cloud(healthy_lab: Lab, tmp_path: Path) -> Iterator[Any]:
     Whatever a test leaves applied is recovered afterwards through the engine itself, so a
     failing test cannot leak its fault into the next one (reset_state would heal it too).
     """
-    with faultline.connect(
-        config_filename=healthy_lab.config_path, journal=tmp_path / "journal.jsonl"
-    ) as the_cloud:
+    with recovering_cloud(healthy_lab.config_path, tmp_path) as the_cloud:
         yield the_cloud
-        leftovers = [r for r in the_cloud.records() if r.needs_recovery]
-        if leftovers:
-            the_cloud.recover(leftovers, raise_on_error=False)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -88,18 +72,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def os_lab(lab_root: Path) -> Iterator[Lab]:
-    the_lab = Lab(
-        state_dir=lab_root / "openstack-lab",
-        nodes=3,
-        temporary=True,
-        container_tools=(),
-        addons=("ipmi", "openstack"),
-    )
-    try:
-        the_lab.up()
+    with addon_lab(lab_root, "openstack-lab", ("ipmi", "openstack")) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
 
 
 @pytest.fixture(scope="session")

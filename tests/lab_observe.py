@@ -1,7 +1,10 @@
-"""Looking at lab nodes from outside, without SSH: what a test asserts is the real state."""
+"""Looking at lab nodes from outside (the lab's exec, sockets, the ssh client): what a test
+asserts is the real state."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,3 +54,27 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "")
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
+
+
+def ssh_boot_id(lab: Any, node: str) -> str | None:
+    """The node's boot id read over SSH (host key verified); None when SSH does not answer."""
+    try:
+        done = subprocess.run(
+            lab.ssh_argv(node, "cat /proc/sys/kernel/random/boot_id"),
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def sshd_answers(lab: Any, node: str, timeout: float = 2.0) -> bool:
+    """Whether the node's sshd sends its banner (a powered-off node lets the connect time out)."""
+    try:
+        with socket.create_connection((lab.node(node).ip, 22), timeout=timeout) as sock:
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False

@@ -18,22 +18,13 @@ import faultline
 from faultline.drivers.ganeti import RapiClient
 from faultline.lab import Lab
 from faultline.models.ganeti import GanetiConnection
+from lab_support import addon_lab
 
 
 @pytest.fixture(scope="session")
 def glab(lab_root: Path) -> Iterator[Lab]:
-    the_lab = Lab(
-        state_dir=lab_root / "ganeti-lab",
-        nodes=3,
-        temporary=True,
-        container_tools=(),
-        addons=("ganeti",),
-    )
-    try:
-        the_lab.up()
+    with addon_lab(lab_root, "ganeti-lab", ("ganeti",)) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from faultline.models.errors import ActionError
 from faultline.models.faults import FaultKind, FaultSpec
 from faultline.models.records import RecordPhase
 from lab_observe import NODES, eventually
+from lab_support import addon_lab, recovering_cloud
 
 pytestmark = pytest.mark.lab
 
@@ -40,18 +41,8 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def ilab(lab_root: Path) -> Iterator[Lab]:
-    the_lab = Lab(
-        state_dir=lab_root / "ipmi-lab",
-        nodes=3,
-        temporary=True,
-        container_tools=(),
-        addons=("ipmi",),
-    )
-    try:
-        the_lab.up()
+    with addon_lab(lab_root, "ipmi-lab", ("ipmi",)) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
 
 
 @pytest.fixture
@@ -62,13 +53,8 @@ def healthy(ilab: Lab) -> Lab:
 
 @pytest.fixture
 def icloud(healthy: Lab, tmp_path: Path) -> Iterator[Any]:
-    with faultline.connect(
-        config_filename=healthy.config_path, journal=tmp_path / "journal.jsonl"
-    ) as the_cloud:
+    with recovering_cloud(healthy.config_path, tmp_path) as the_cloud:
         yield the_cloud
-        leftovers = [r for r in the_cloud.records() if r.needs_recovery]
-        if leftovers:
-            the_cloud.recover(leftovers, raise_on_error=False)
 
 
 # -- looking from outside ------------------------------------------------------------------------

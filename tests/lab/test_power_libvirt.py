@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,8 @@ from faultline.lab import Lab
 from faultline.models.config import PowerConfig
 from faultline.models.errors import ActionError, ConfigError
 from faultline.models.faults import FaultKind, FaultSpec
-from lab_observe import eventually, out
+from lab_observe import eventually, out, ssh_boot_id, sshd_answers
+from lab_support import addon_lab, recovering_cloud
 
 pytestmark = pytest.mark.lab
 
@@ -38,18 +37,8 @@ NODES = ("node1", "node2", "node3")
 @pytest.fixture(scope="module")
 def vlab(lab_root: Path) -> Iterator[Lab]:
     """A lab of its own with the libvirt add-on (libvirtd + listener) up."""
-    the_lab = Lab(
-        state_dir=lab_root / "libvirt-lab",
-        nodes=3,
-        temporary=True,
-        container_tools=(),
-        addons=("libvirt",),
-    )
-    try:
-        the_lab.up()
+    with addon_lab(lab_root, "libvirt-lab", ("libvirt",)) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +74,8 @@ def healthy(vlab: Lab, virt: Any) -> Lab:
 
 @pytest.fixture
 def cloud(healthy: Lab, tmp_path: Path) -> Iterator[Any]:
-    with faultline.connect(
-        config_filename=healthy.config_path, journal=tmp_path / "journal.jsonl"
-    ) as the_cloud:
+    with recovering_cloud(healthy.config_path, tmp_path) as the_cloud:
         yield the_cloud
-        leftovers = [r for r in the_cloud.records() if r.needs_recovery]
-        if leftovers:
-            the_cloud.recover(leftovers, raise_on_error=False)
 
 
 # -- observing -------------------------------------------------------------------------------------
@@ -99,30 +83,6 @@ def cloud(healthy: Lab, tmp_path: Path) -> Iterator[Any]:
 
 def boot_id(lab: Lab, node: str) -> str:
     return out(lab, node, "cat /proc/sys/kernel/random/boot_id")
-
-
-def ssh_boot_id(lab: Lab, node: str) -> str | None:
-    """The node's boot id read over SSH (host key verified); None when SSH does not answer."""
-    try:
-        done = subprocess.run(
-            lab.ssh_argv(node, "cat /proc/sys/kernel/random/boot_id"),
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def sshd_answers(lab: Lab, node: str, timeout: float = 2.0) -> bool:
-    """Whether the node's sshd sends its banner (a powered-off node lets the connect time out)."""
-    try:
-        with socket.create_connection((lab.node(node).ip, 22), timeout=timeout) as sock:
-            return sock.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def assert_off(lab: Lab, virt: Any, node: str) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
 import ssl
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +26,8 @@ from faultline.lab import Lab
 from faultline.models.config import PowerConfig
 from faultline.models.errors import ActionError, ConfigError
 from faultline.models.faults import FaultKind, FaultSpec
-from lab_observe import eventually, out
+from lab_observe import eventually, out, ssh_boot_id, sshd_answers
+from lab_support import addon_lab, recovering_cloud
 
 pytestmark = pytest.mark.lab
 
@@ -40,18 +39,8 @@ NODES = ("node1", "node2", "node3")
 
 @pytest.fixture(scope="module")
 def rlab(lab_root: Path) -> Iterator[Lab]:
-    the_lab = Lab(
-        state_dir=lab_root / "redfish-lab",
-        nodes=3,
-        temporary=True,
-        container_tools=(),
-        addons=("libvirt", "redfish"),
-    )
-    try:
-        the_lab.up()
+    with addon_lab(lab_root, "redfish-lab", ("libvirt", "redfish")) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +102,8 @@ def healthy(rlab: Lab, bmc: Bmc) -> Lab:
 @pytest.fixture
 def cloud(healthy: Lab, tmp_path: Path) -> Iterator[Any]:
     path = write_target(healthy, tmp_path / "target.yaml")
-    with faultline.connect(config_filename=path, journal=tmp_path / "journal.jsonl") as c:
+    with recovering_cloud(path, tmp_path) as c:
         yield c
-        leftovers = [r for r in c.records() if r.needs_recovery]
-        if leftovers:
-            c.recover(leftovers, raise_on_error=False)
 
 
 # -- observing -------------------------------------------------------------------------------------
@@ -125,29 +111,6 @@ def cloud(healthy: Lab, tmp_path: Path) -> Iterator[Any]:
 
 def boot_id(lab: Lab, node: str) -> str:
     return out(lab, node, "cat /proc/sys/kernel/random/boot_id")
-
-
-def ssh_boot_id(lab: Lab, node: str) -> str | None:
-    try:
-        done = subprocess.run(
-            lab.ssh_argv(node, "cat /proc/sys/kernel/random/boot_id"),
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def sshd_answers(lab: Lab, node: str, timeout: float = 2.0) -> bool:
-    """Whether the node's sshd sends its banner (a powered-off node lets the connect time out)."""
-    try:
-        with socket.create_connection((lab.node(node).ip, 22), timeout=timeout) as sock:
-            return sock.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def assert_off(lab: Lab, bmc: Bmc, node: str) -> None:

@@ -18,6 +18,7 @@ import yaml
 import faultline
 from faultline.lab import Lab
 from faultline.models.errors import FaultlineError
+from lab_support import recovering_cloud
 from openstack_support import fake_server
 
 pytestmark = pytest.mark.lab
@@ -53,13 +54,8 @@ def cloud(os_lab: Lab, os_conn: Any, tmp_path: Path) -> Iterator[Any]:
     """The engine on the OpenStack lab; whatever a test leaves applied is recovered, and every
     compute service is up, enabled and not forced down again afterwards."""
     os_lab.reset_state()
-    with faultline.connect(
-        config_filename=os_lab.config_path, journal=tmp_path / "journal.jsonl"
-    ) as the_cloud:
+    with recovering_cloud(os_lab.config_path, tmp_path) as the_cloud:
         yield the_cloud
-        leftovers = [r for r in the_cloud.records() if r.needs_recovery]
-        if leftovers:
-            the_cloud.recover(leftovers, raise_on_error=False)
     for svc in os_conn.compute.services(binary=COMPUTE):
         if svc.is_forced_down:
             os_conn.compute.update_service_forced_down(svc, svc.host, COMPUTE, False)
