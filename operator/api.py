@@ -34,6 +34,9 @@ from faultline.models.records import ActionResult, Record
 
 T = TypeVar("T")
 
+#: NodeCollection's Ganeti verbs reach node_action as "ganeti-<action>" (shutdown and
+#: reboot are also SSH node actions).
+GANETI_PREFIX = "ganeti-"
 CONFIG_NAMES = ("faultline", "os-faults")
 CONFIG_EXTENSIONS = ("json", "yaml", "yml")
 CONFIG_DIRS = (
@@ -215,7 +218,10 @@ class CloudManagement(NodeActions):
 
     def node_action(self, nodes: NodeCollection, action: str, **params: Any) -> ActionResult:
         sec = params.pop("sec", None)
-        if action in NOVA_ACTIONS:
+        if action.startswith(GANETI_PREFIX):
+            ganeti = action.removeprefix(GANETI_PREFIX)
+            spec = FaultSpec(kind=FaultKind.GANETI, action=ganeti, params=params)
+        elif action in NOVA_ACTIONS:
             binary = params.pop("binary")
             spec = FaultSpec(kind=FaultKind.NOVA, action=action, target=binary, params=params)
         elif action in BACKEND_POWER_VERBS or action in ("snapshot", "revert"):

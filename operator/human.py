@@ -14,13 +14,20 @@ Sentence forms (``[...]`` is optional; the clauses after the head - ``on``, ``wi
     network    disconnect|connect <name> network on <where> [with <name> service]
                [for <duration>]
     nova       <nova-action> <binary> service on <where> [for <duration>]
+    ganeti     <ganeti-action> ganeti instance|node on <where> [for <duration>]
     power off  poweroff [on] <where> [with <name> service] [and mark it down] [for <duration>]
 
     service-action    start terminate restart kill freeze unfreeze plug unplug
     container-action  start terminate restart
     node-action       reboot shutdown oom stress poweroff poweron reset
     nova-action       force down, unset force down, disable, enable (through Nova's API)
+    ganeti-action     instances: shutdown startup reboot; nodes: drain offline regular
+                      (through Ganeti's RAPI)
     target            cpu | memory (or mem) | io (or disk, os-faults' spelling); default cpu
+
+Ganeti sentences pick among the nodes discovered from the cluster as that object (label
+``ganeti.kind``): ``shutdown ganeti instance on inst1.example.org node for 5 minutes``,
+``drain ganeti node on one node``. A named node that is not such an object is refused.
 
 ``and mark it down`` (poweroff only) also forces each node's nova-compute down while the
 node is off, as OPNFV Doctor does, and unsets it after the node is powered on again.
@@ -63,13 +70,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 from faultline.models import faults
 from faultline.models.errors import NoNodesSelectedError, SentenceError
-from faultline.models.faults import FaultKind
+from faultline.models.faults import GANETI_KIND_LABEL, FaultKind
 
 __all__ = [
     "ACTIONS",
@@ -109,6 +116,12 @@ NOVA_PHRASES: Final[dict[tuple[str, ...], str]] = {
     ("enable",): "enable",
 }
 NOVA_FIRST_WORDS: Final[tuple[str, ...]] = tuple(dict.fromkeys(p[0] for p in NOVA_PHRASES))
+#: Ganeti verbs by the object they act on; the word "ganeti" follows the verb.
+GANETI_VERBS: Final[dict[str, tuple[str, ...]]] = {
+    "instance": faults.GANETI_INSTANCE_ACTIONS,
+    "node": faults.GANETI_NODE_ACTIONS,
+}
+GANETI_WORD: Final = "ganeti"
 #: Every verb a sentence may start with, in the order error messages list them.
 ACTIONS: Final[tuple[str, ...]] = tuple(
     dict.fromkeys(
@@ -117,6 +130,7 @@ ACTIONS: Final[tuple[str, ...]] = tuple(
             *CONTAINER_ACTIONS,
             *NODE_ACTIONS,
             *NETWORK_ACTIONS,
+            *faults.GANETI_ACTIONS,
             "force down",
             "unset force down",
             "disable",
@@ -133,6 +147,8 @@ NOVA_METHODS: Final[dict[str, str]] = {
 }
 #: A poweroff that also forces the node's nova-compute down: "... and mark it down".
 MARK_DOWN_WORDS: Final = ("and", "mark", "it", "down")
+#: Sentence kinds whose action is a method of the chosen node collection.
+_NODE_RECEIVERS: Final = (FaultKind.NODE, FaultKind.NETWORK, FaultKind.NOVA, FaultKind.GANETI)
 #: Actions that take no duration.
 NO_DURATION: Final[frozenset[str]] = frozenset({"connect"})
 
@@ -149,7 +165,7 @@ DEFAULT_STRESS_TARGET: Final = "cpu"
 ONE_WORDS: Final = ("one", "random", "single", "some")
 ALL_WORD: Final = "all"
 NODE_WORDS: Final = ("node", "nodes")
-KIND_WORDS: Final = ("service", "container", "network")
+KIND_WORDS: Final = ("service", "container", "network", GANETI_WORD)
 CLAUSE_WORDS: Final = ("on", "with", "for")
 #: Words that can never be a name.
 RESERVED: Final[frozenset[str]] = frozenset(
@@ -260,7 +276,10 @@ class Sentence:
     def canonical(self) -> str:
         """The sentence in its normal form; parsing it gives back an equal Sentence."""
         words = [self.action.replace("-", " ")]
-        if self.kind == FaultKind.NODE:
+        if self.kind == FaultKind.GANETI:
+            assert self.selector is not None
+            words += [GANETI_WORD, str(self.target), "on", self.selector.canonical()]
+        elif self.kind == FaultKind.NODE:
             if self.stress_target is not None:
                 words.append(self.stress_target)
             if self.action == "stress":
@@ -363,6 +382,10 @@ class _Parser:
             return self.clauses(FaultKind.NOVA, nova, binary, None)
         if tok is None or tok.low not in ACTIONS:
             raise self.fail(ACTIONS)
+        if tok.low in faults.GANETI_ACTIONS and (
+            self.peek_low(1) == GANETI_WORD or tok.low not in (*NODE_ACTIONS, *SERVICE_ACTIONS)
+        ):
+            return self.ganeti()
         action = self.take().low
         target: str | None = None
         stress_target: str | None = None
@@ -384,6 +407,13 @@ class _Parser:
             kind = FaultKind(self.expect(kinds).low)
         return self.clauses(kind, action, target, stress_target)
 
+    def ganeti(self) -> Sentence:
+        action = self.take().low
+        self.expect([GANETI_WORD])
+        objects = [o for o, verbs in GANETI_VERBS.items() if action in verbs]
+        noun = self.expect([*objects, *(f"{o}s" for o in objects)], objects).low
+        return self.clauses(FaultKind.GANETI, action, noun.removesuffix("s"), None)
+
     def stress_target(self) -> str:
         word = self.peek_low()
         if word in STRESS_TARGETS:
@@ -404,7 +434,7 @@ class _Parser:
         takes_with = kind in (FaultKind.NODE, FaultKind.NETWORK)
         takes_for = action not in NO_DURATION
         takes_mark = kind == FaultKind.NODE and action == "poweroff"
-        where_required = kind in (FaultKind.NODE, FaultKind.NETWORK, FaultKind.NOVA)
+        where_required = kind in _NODE_RECEIVERS
         while (tok := self.peek()) is not None:
             word = tok.low
             if word == "and" and takes_mark and not mark_host_down and selector is not None:
@@ -559,6 +589,8 @@ class NodeCollectionLike(Protocol):
 
     def pick(self, count: int = 1) -> NodeCollectionLike: ...
 
+    def with_labels(self, labels: Mapping[str, str]) -> NodeCollectionLike: ...
+
 
 class ServiceLike(Protocol):
     """A service; ``start``, ``kill`` ... are looked up by name and called with
@@ -596,7 +628,7 @@ class PreparedCall:
     @property
     def nodes(self) -> NodeCollectionLike | None:
         """The nodes the action will touch; None means "wherever the service runs"."""
-        if self.sentence.kind in (FaultKind.NODE, FaultKind.NETWORK, FaultKind.NOVA):
+        if self.sentence.kind in _NODE_RECEIVERS:
             chosen: NodeCollectionLike = self.receiver
             return chosen
         nodes: NodeCollectionLike | None = self.kwargs.get("nodes")
@@ -692,6 +724,11 @@ def prepare(cloud: CloudLike, sentence: str | Sentence) -> PreparedCall:
 
     assert selector is not None
     candidates: NodeCollectionLike | None
+    if kind == FaultKind.GANETI:
+        among = f"Ganeti {parsed.target}s (label {GANETI_KIND_LABEL}={parsed.target})"
+        candidates = cloud.get_nodes().with_labels({GANETI_KIND_LABEL: str(parsed.target)})
+        chosen = _select(cloud, parsed, selector, candidates, among)
+        return PreparedCall(parsed, chosen, f"ganeti_{parsed.action}", parsed.params)
     if parsed.with_service is not None:
         among = f"nodes running {parsed.with_service} service"
         service_nodes = cloud.get_service(name=parsed.with_service).get_nodes()

@@ -34,13 +34,20 @@ def addon_lab(
 
 
 @contextmanager
-def recovering_cloud(config: Path, tmp_path: Path) -> Iterator[Any]:
-    """The engine's os-faults compatible API on `config`, with its journal in `tmp_path`.
+def recovering_cloud(config: Path | dict[str, Any], tmp_path: Path) -> Iterator[Any]:
+    """The engine's os-faults compatible API on `config` (a file, or the config itself),
+    with its journal in `tmp_path`.
 
     Whatever a test leaves applied is recovered afterwards through the engine itself, so a
     failing test cannot leak its fault into the next one.
     """
-    with faultline.connect(config_filename=config, journal=tmp_path / "journal.jsonl") as cloud:
+    journal = tmp_path / "journal.jsonl"
+    connected = (
+        faultline.connect(config, journal=journal)
+        if isinstance(config, dict)
+        else faultline.connect(config_filename=config, journal=journal)
+    )
+    with connected as cloud:
         yield cloud
         leftovers = [r for r in cloud.records() if r.needs_recovery]
         if leftovers:

@@ -180,6 +180,35 @@ class NodeCollection:
         """Revert each node to a snapshot (an undo snapshot is taken first for rollback)."""
         return self._act("revert", name=snapshot_name, resume=resume, sec=sec)
 
+    # --- Ganeti (needs the `ganeti` section; nodes discovered from the cluster) ----------
+
+    def ganeti_shutdown(self, timeout: int | None = None, sec: int | None = None) -> ActionResult:
+        """Shut the Ganeti instances down (`timeout`: seconds Ganeti waits for a clean stop
+        before it pulls the plug); rollback starts them again."""
+        if timeout is None:
+            return self._act("ganeti-shutdown", sec=sec)
+        return self._act("ganeti-shutdown", timeout=timeout, sec=sec)
+
+    def ganeti_startup(self, sec: int | None = None) -> ActionResult:
+        """Start the Ganeti instances; rollback stops those that were stopped before."""
+        return self._act("ganeti-startup", sec=sec)
+
+    def ganeti_reboot(self, reboot_type: str = "hard", sec: int | None = None) -> ActionResult:
+        """Reboot the Ganeti instances (`reboot_type`: hard, soft or full)."""
+        return self._act("ganeti-reboot", type=reboot_type, sec=sec)
+
+    def ganeti_drain(self, sec: int | None = None) -> ActionResult:
+        """Drain the Ganeti nodes; rollback gives each its previous role back."""
+        return self._act("ganeti-drain", sec=sec)
+
+    def ganeti_offline(self, sec: int | None = None) -> ActionResult:
+        """Mark the Ganeti nodes offline; rollback gives each its previous role back."""
+        return self._act("ganeti-offline", sec=sec)
+
+    def ganeti_regular(self, sec: int | None = None) -> ActionResult:
+        """Make the Ganeti nodes regular (not master candidates); rollback restores the role."""
+        return self._act("ganeti-regular", sec=sec)
+
     # --- Nova's view of these nodes (needs the `openstack` section) ----------------------
 
     def force_down(self, binary: str = "nova-compute", sec: int | None = None) -> ActionResult:

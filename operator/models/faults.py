@@ -41,7 +41,11 @@ BACKEND_POWER_VERBS = ("poweroff", "poweron", "reset")
 #: Through Nova's API, on the nova-compute service of the selected nodes' Nova hosts.
 NOVA_ACTIONS = ("force-down", "unset-force-down", "disable", "enable")
 #: Through Ganeti's RAPI: instance verbs on instance nodes, role verbs on Ganeti nodes.
-GANETI_ACTIONS = ("shutdown", "startup", "reboot", "drain", "offline", "regular")
+GANETI_INSTANCE_ACTIONS = ("shutdown", "startup", "reboot")
+GANETI_NODE_ACTIONS = ("drain", "offline", "regular")
+GANETI_ACTIONS = (*GANETI_INSTANCE_ACTIONS, *GANETI_NODE_ACTIONS)
+#: The discovery label that says whether a node is a Ganeti "instance" or "node".
+GANETI_KIND_LABEL = "ganeti.kind"
 
 ACTIONS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.SERVICE: SERVICE_ACTIONS,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from faultline.engine.faults.power import MARK_HOST_DOWN, MARKABLE
 from faultline.human import parse
 from faultline.models.errors import ConfigError
-from faultline.models.faults import BACKEND_POWER_VERBS, FaultKind, FaultSpec
+from faultline.models.faults import BACKEND_POWER_VERBS, GANETI_KIND_LABEL, FaultKind, FaultSpec
 from faultline.models.resources import FaultInjectionSpec, Selector, SelectorMode
 
 #: Faults that can cut the path to the node get a bounded life even without a duration:
@@ -37,7 +37,8 @@ def plan(spec: FaultInjectionSpec) -> Plan:
         params = {
             k: v for k, v in sentence.params.items() if k not in ("sec", "network_name", "binary")
         }
-        fault = FaultSpec(kind=kind, action=sentence.action, target=sentence.target, params=params)
+        target = None if kind == FaultKind.GANETI else sentence.target
+        fault = FaultSpec(kind=kind, action=sentence.action, target=target, params=params)
         sel = sentence.selector
         if sel is None or sel.mode == "all":
             selector = Selector(mode=SelectorMode.ALL)
@@ -47,6 +48,9 @@ def plan(spec: FaultInjectionSpec) -> Plan:
             selector = Selector(mode=SelectorMode(sel.mode), value=sel.value)
         if sentence.with_service:
             selector = selector.model_copy(update={"with_service": sentence.with_service})
+        if kind == FaultKind.GANETI:  # "drain ganeti node on one node": among Ganeti nodes
+            labels = {GANETI_KIND_LABEL: str(sentence.target)}
+            selector = selector.model_copy(update={"labels": labels})
         duration = spec.duration_seconds or sentence.duration
     else:
         assert spec.fault is not None

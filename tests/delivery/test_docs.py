@@ -105,6 +105,17 @@ def test_sentences_list_every_verb() -> None:
         assert f"`{verb}`" in text, verb
 
 
+def test_sentence_examples_parse() -> None:
+    from faultline.human import parse
+
+    text = page("sentences.md")
+    block = text.split("## Examples", 1)[1].split("```", 2)[1]
+    examples = [line for line in block.splitlines() if line.strip()]
+    assert len(examples) > 10
+    for example in examples:
+        assert parse(example).canonical(), example
+
+
 def test_drivers_are_documented_and_planned_ones_say_so() -> None:
     from faultline.drivers.power import build_backend
     from faultline.models.config import PowerConfig

@@ -14,11 +14,10 @@ import pytest
 import yaml
 from ganeti_helpers import NODE2, cloud_config, run
 
-import faultline
 from faultline.drivers.ganeti import RapiClient
 from faultline.lab import Lab
 from faultline.models.ganeti import GanetiConnection
-from lab_support import addon_lab
+from lab_support import addon_lab, recovering_cloud
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +62,5 @@ def healthy(glab: Lab, rapi: RapiClient) -> Iterator[Lab]:
 
 @pytest.fixture
 def cloud(healthy: Lab, tmp_path: Path) -> Iterator[Any]:
-    with faultline.connect(cloud_config(healthy), journal=tmp_path / "journal.jsonl") as the_cloud:
+    with recovering_cloud(cloud_config(healthy), tmp_path) as the_cloud:
         yield the_cloud
-        leftovers = [r for r in the_cloud.records() if r.needs_recovery]
-        if leftovers:
-            the_cloud.recover(leftovers, raise_on_error=False)

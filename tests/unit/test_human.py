@@ -283,6 +283,26 @@ ALL = sel("all")
             "  kill memcached service  ",
             Sentence(FaultKind.SERVICE, "kill", "memcached"),
         ),
+        # Ganeti through RAPI: the object after "ganeti", then where
+        (
+            "shutdown ganeti instance on inst1.example.org node for 5 minutes",
+            Sentence(
+                FaultKind.GANETI,
+                "shutdown",
+                "instance",
+                sel("fqdns", None, "inst1.example.org"),
+                duration=300,
+            ),
+        ),
+        ("drain ganeti node on one node", Sentence(FaultKind.GANETI, "drain", "node", ONE)),
+        (
+            "Reboot Ganeti Instances on all nodes",
+            Sentence(FaultKind.GANETI, "reboot", "instance", ALL),
+        ),
+        (
+            "startup ganeti instance on 2 nodes",
+            Sentence(FaultKind.GANETI, "startup", "instance", sel("count", 2)),
+        ),
     ],
 )
 def test_parse(text: str, expected: Sentence) -> None:
@@ -430,6 +450,12 @@ def error_of(text: str) -> SentenceError:
         ("disconnect mgmt network one node", "one", ["on", "with", "for"]),
         ("disconnect mgmt network", "", ["on"]),
         ("connect mgmt network on one node for 10 seconds", "for", ["with", "end of sentence"]),
+        # Ganeti: the verb says which object; "ganeti" is required for Ganeti-only verbs
+        ("drain one node", "one", ["ganeti"]),
+        ("startup ganeti node on one node", "node", ["instance"]),
+        ("offline ganeti instance on one node", "instance", ["node"]),
+        ("drain ganeti node", "", ["on"]),
+        ("drain ganeti node on one node with mysql service", "with", ["for", "end of sentence"]),
     ],
 )
 def test_parse_errors(text: str, word: str, expected: list[str]) -> None:
@@ -1063,3 +1089,19 @@ def test_refusal_names_the_sentence_for_a_built_sentence(cloud: FakeCloud) -> No
     sentence = Sentence(FaultKind.NODE, "reboot", selector=sel("count", 9))
     with pytest.raises(NoNodesSelectedError, match="9 nodes"):
         human_api(cloud, sentence)
+
+
+def test_a_ganeti_command_plans_a_ganeti_fault_among_ganeti_objects() -> None:
+    """The operator's `command:` turns the object word into a label selector."""
+    from faultline.models.resources import FaultInjectionSpec
+    from faultline.reconcile.plan import plan
+
+    spec = FaultInjectionSpec.model_validate(
+        {"targetRef": {"name": "t"}, "command": "drain ganeti node on one node for 2 minutes"}
+    )
+    the_plan = plan(spec)
+    fault = the_plan.fault
+    assert (fault.kind, fault.action, fault.target) == (FaultKind.GANETI, "drain", None)
+    assert the_plan.selector.labels == {"ganeti.kind": "node"}
+    assert (the_plan.selector.mode, the_plan.selector.value) == ("one", 1)
+    assert the_plan.duration == 120

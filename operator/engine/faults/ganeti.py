@@ -20,11 +20,11 @@ from faultline.engine.faults.base import FaultHandler
 from faultline.engine.shell import CommandFailedError, NodeShell
 from faultline.models.config import CloudConfig, NodeSpec
 from faultline.models.errors import ConfigError
-from faultline.models.faults import GANETI_ACTIONS, FaultKind, FaultSpec
+from faultline.models.faults import GANETI_ACTIONS, GANETI_KIND_LABEL, FaultKind, FaultSpec
+from faultline.models.faults import GANETI_INSTANCE_ACTIONS as INSTANCE_ACTIONS
+from faultline.models.faults import GANETI_NODE_ACTIONS as NODE_ACTIONS
 from faultline.models.records import Record
 
-INSTANCE_ACTIONS = ("shutdown", "startup", "reboot")
-NODE_ACTIONS = ("drain", "offline", "regular")
 #: The role each node action makes (Ganeti's words).
 TARGET_ROLE = {"drain": "drained", "offline": "offline", "regular": "regular"}
 
@@ -80,7 +80,7 @@ class GanetiFault(FaultHandler):
         node = self._node_spec(record.node)
         labels = node.labels if node is not None else {}
         wanted = "instance" if spec.action in INSTANCE_ACTIONS else "node"
-        kind = labels.get("ganeti.kind", wanted)
+        kind = labels.get(GANETI_KIND_LABEL, wanted)
         ident: dict[str, Any] = {
             "cluster": self.config.ganeti.url if self.config.ganeti else "",
             "object": kind,
