@@ -18,6 +18,7 @@ import yaml
 import faultline
 from faultline.lab import Lab
 from faultline.models.errors import FaultlineError
+from lab_observe import eventually
 from lab_support import recovering_cloud
 from openstack_support import fake_server
 
@@ -38,15 +39,6 @@ def service(conn: Any, host: str) -> Any:
 
 def host_status(conn: Any, server_id: str) -> str:
     return str(conn.compute.get_server(server_id).host_status)
-
-
-def eventually(check: Any, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -169,6 +161,9 @@ def test_poweroff_and_mark_it_down_keeps_doctors_order(
     sampler.start()
     try:
         cloud.recover(result)
+        # The unset is recovery's last step: let the sampler see its result once (a
+        # sample started before it may still say "forced down").
+        eventually(lambda: any(not forced for _, forced in samples), 10, "a sample after unset")
     finally:
         stop.set()
         sampler.join()
