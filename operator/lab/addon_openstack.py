@@ -4,8 +4,10 @@
 2025.1 (Epoxy) services into a venv of their own (`openstack_venv`, cached per machine), then
 starts, each listening on 127.0.0.1 only at a port chosen free now (`ports.json`):
 
-- epmd, RabbitMQ (listener, distribution port and epmd all on loopback) and MariaDB (own
-  datadir, socket and port). The DB schemas of every service are synced once per machine
+- epmd and RabbitMQ in a network namespace of their own (`<lab prefix>mq`, loopback only:
+  epmd always listens on ::1 as well, which must not happen on the host), reached through
+  a socat on 127.0.0.1 that enters the namespace per connection; MariaDB (own datadir,
+  socket and port). The DB schemas of every service are synced once per machine
   and pin set and kept as a datadir snapshot in the cache (cell mappings are templated, so
   the snapshot is valid with other ports and passwords);
 - Keystone (admin user and project, region RegionOne, endpoints), Placement, Nova API,
@@ -45,9 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from faultline.lab import network, openstack_venv, packages
 from faultline.lab import openstack_config as cfg
 from faultline.lab import openstack_services as svc
-from faultline.lab import openstack_venv, packages
 from faultline.lab.addons import addon_dir
 from faultline.lab.system import LabError, ProcessId, run
 
@@ -59,7 +61,11 @@ CLOUD = "faultline-lab"
 CLOUDS_FILE = "clouds.yaml"
 PORTS_FILE = "ports.json"
 TIMINGS_FILE = "timings.json"
-PACKAGES = ("mariadb-server", "rabbitmq-server")  # mariadb-client-core comes with the server
+PACKAGES = (
+    "mariadb-server",
+    "rabbitmq-server",
+    "socat",
+)  # mariadb-client-core comes with the server
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/lib/rabbitmq_server-{version}/sbin/rabbitmq-server"
 EPMD = "/usr/bin/epmd"
 MARIADBD = "/usr/sbin/mariadbd"
@@ -81,6 +87,7 @@ STOP_ORDER = (
     "glance",
     "placement",
     "keystone",
+    "rabbitmq-forward",
     "rabbitmq",
     "mariadb",
     "epmd",
@@ -107,6 +114,23 @@ def state_root(lab: Lab) -> Path:
 
 def clouds_path(lab: Lab) -> Path:
     return state_root(lab) / CLOUDS_FILE
+
+
+def mq_netns(lab: Lab) -> str:
+    """The namespace RabbitMQ and epmd run in (named with the lab's prefix, so a lab
+    teardown by prefix removes it too)."""
+    return f"{lab.state().prefix}mq"
+
+
+def _in_netns(netns: str, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", netns, *argv]
+
+
+def port_open_in(netns: str, port: int) -> bool:
+    """Whether something accepts TCP on 127.0.0.1:`port` inside `netns`."""
+    probe = f"exec 3<>/dev/tcp/{cfg.ADDRESS}/{port}"
+    done = run(_in_netns(netns, ["bash", "-c", probe]), check=False, timeout=5)
+    return done.returncode == 0
 
 
 def ports(lab: Lab) -> dict[str, int]:
@@ -375,14 +399,16 @@ class Setup:
     # -- message bus and database ----------------------------------------------------------
 
     def start_rabbitmq(self) -> None:
-        directory, ports = self.directory, self.ports
+        directory, ports, netns = self.directory, self.ports, mq_netns(self.lab)
+        run(["ip", "netns", "add", netns])
+        run(["ip", "-n", netns, "link", "set", "lo", "up"])
         svc.start(
             directory,
             "epmd",
-            [EPMD, "-address", cfg.ADDRESS, "-port", str(ports.epmd)],
+            _in_netns(netns, [EPMD, "-address", cfg.ADDRESS, "-port", str(ports.epmd)]),
             self.env(),
         )
-        svc.wait_for(directory, "epmd", lambda: svc.port_open(ports.epmd), 30, "to listen")
+        svc.wait_for(directory, "epmd", lambda: port_open_in(netns, ports.epmd), 30, "to listen")
         var = self.paths.var / "rabbitmq"
         var.mkdir(parents=True, exist_ok=True)
         home = var / "home"
@@ -407,15 +433,23 @@ class Setup:
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
         _write(self.paths.etc / "rabbitmq" / "rabbitmq-env.conf", "# empty: all set by env\n")
-        svc.start(directory, "rabbitmq", [rabbitmq_server()], env, cwd=var)
+        svc.start(directory, "rabbitmq", _in_netns(netns, [rabbitmq_server()]), env, cwd=var)
+        port = ports.rabbit
+        inner = " ".join(_in_netns(netns, ["socat", "STDIO", f"TCP\\:{cfg.ADDRESS}\\:{port}"]))
+        forward = ["socat", f"TCP-LISTEN:{port},bind={cfg.ADDRESS},reuseaddr,fork", f"EXEC:{inner}"]
+        svc.start(directory, "rabbitmq-forward", forward, self.env())
 
     def wait_rabbitmq(self) -> None:
+        netns, port = mq_netns(self.lab), self.ports.rabbit
         svc.wait_for(
             self.directory,
             "rabbitmq",
-            lambda: svc.port_open(self.ports.rabbit),
+            lambda: port_open_in(netns, port),
             START_TIMEOUT,
             "to listen",
+        )
+        svc.wait_for(
+            self.directory, "rabbitmq-forward", lambda: svc.port_open(port), 30, "to listen"
         )
 
     def start_mariadb(self) -> bool:
@@ -771,6 +805,12 @@ class OpenStackAddon:
             return
         computes = sorted(n for n in svc.recorded(directory) if n.startswith("nova-compute-"))
         svc.stop_all(directory, order=(*computes, *STOP_ORDER))
+        try:
+            netns: str | None = mq_netns(lab)
+        except LabError:  # no lab state left: the lab's teardown by prefix removes it
+            netns = None
+        if netns is not None and netns in network.netns_names():
+            run(["ip", "netns", "del", netns], check=False)
         shutil.rmtree(directory, ignore_errors=True)
 
 
