@@ -21,8 +21,9 @@ Missed runs follow Kubernetes CronJob: of the times missed since `lastScheduleTi
 the most recent starts, and only within `startingDeadlineSeconds` when set; a run blocked by
 `concurrencyPolicy: Forbid` stays due until its deadline (or the next time) passes. Runs
 outside `windows` are skipped and recorded in status.lastSkipped and an Event. While a kill
-switch covers the schedule's namespace no child is created: the due run is recorded as
-skipped (reason KillSwitch) and, like a run blocked by Forbid, stays due until its deadline
+switch covers the schedule's namespace, or the template's FaultTarget is paused
+(`safety.paused`), no child is created: the due run is recorded as skipped (reason
+KillSwitch or TargetPaused) and, like a run blocked by Forbid, stays due until its deadline
 or the next time, so set `startingDeadlineSeconds` to keep a late run from starting when
 the switch is lifted.
 """
@@ -265,9 +266,11 @@ class ScheduleDriver:
         wakeups: Wakeups,
         clock: Clock = utcnow,
         switches: KillSwitches | None = None,
+        target_paused: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.kube = kube
         self.switches = switches
+        self.target_paused = target_paused
         self.namespace = namespace
         self.name = name
         self.uid = uid
@@ -371,12 +374,11 @@ class ScheduleDriver:
             self.skip(status, run.time, "OutsideWindow", f"run of {_iso(run.time)} skipped")
             await self.save(old, status)
             return until_next
-        engaged = await self.switches.engaged(self.namespace) if self.switches else None
-        if engaged is not None:
-            set_condition(status, "Ready", True, "KillSwitch", engaged.message)
-            self.skip(
-                status, run.time, "KillSwitch", f"run of {_iso(run.time)} waits: {engaged.message}"
-            )
+        held = await self.held(spec)
+        if held is not None:
+            reason, message = held
+            set_condition(status, "Ready", True, reason, message)
+            self.skip(status, run.time, reason, f"run of {_iso(run.time)} waits: {message}")
             await self.save(old, status)
             return min(until_next, BLOCKED_RECHECK)
         active = [c for c in children if not c.finished]
@@ -410,6 +412,17 @@ class ScheduleDriver:
         return 0.0
 
     # --- pieces --------------------------------------------------------------------------
+
+    async def held(self, spec: FaultScheduleSpec) -> tuple[str, str] | None:
+        """(reason, message) when a brake holds new runs: a kill switch over the namespace,
+        or the template's FaultTarget paused (its children would only wait in Pending)."""
+        engaged = await self.switches.engaged(self.namespace) if self.switches else None
+        if engaged is not None:
+            return "KillSwitch", engaged.message
+        target = spec.template.spec.target_ref.name
+        if self.target_paused is not None and self.target_paused(self.namespace, target):
+            return "TargetPaused", f"FaultTarget {target}: safety.paused"
+        return None
 
     async def children(self) -> list[Child]:
         objs = await self.kube.list(self.namespace, CHILD_PLURAL, f"{SCHEDULE_LABEL}={self.name}")

@@ -231,6 +231,7 @@ async def drive_schedule(
         _events(body),
         SCHEDULE_WAKEUPS,
         switches=op.switches,
+        target_paused=op.targets.paused,
     )
     await driver.run(stopped)
 

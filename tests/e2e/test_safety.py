@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from e2e_support import lab_target_manifest
 from test_operator import injection, status, wait_phase, wait_status
+from test_schedule import EVERY, children, first_child, sched_status, schedule, wait_for
 
 from lab_observe import NODES, eventually, link, pids
 
@@ -121,3 +122,25 @@ def test_stop_condition_aborts_and_recovers(e2e: Any, kube: Any, kubectl: Any, l
     stopped = next(c for c in st["conditions"] if c["type"] == "Stopped")
     assert "web-on-node1" in stopped["message"] and url in stopped["message"]
     assert pids(lab, "node2", "memcached")
+
+
+def test_a_paused_target_holds_its_schedules(
+    e2e: Any, schedules: None, kube: Any, kubectl: Any, lab: Any
+) -> None:
+    kubectl.apply(guarded(lab, "resting", paused=True))
+    template = {"command": "kill memcached service on node1 node", "dryRun": True}
+    manifest = schedule("resting-runs", template, concurrencyPolicy="Allow")
+    manifest["spec"]["template"]["spec"]["targetRef"] = {"name": "resting"}
+    kubectl.apply(manifest)
+
+    def skipped() -> dict[str, Any] | None:
+        last = sched_status(kube, "resting-runs").get("lastSkipped") or {}
+        return last if last.get("reason") == "TargetPaused" else None
+
+    last = wait_for(skipped, EVERY + 15, "a run held by the paused target")
+    assert "FaultTarget resting: safety.paused" in last["message"]
+    assert children(kube, "resting-runs") == {}
+    kubectl.apply(guarded(lab, "resting", paused=False))
+    first_child(kube, "resting-runs", timeout=EVERY + 15)
+    kubectl("delete", "faultschedule", "resting-runs", "--wait=true", "--timeout=60s")
+    kubectl("delete", "faulttarget", "resting")

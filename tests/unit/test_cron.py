@@ -743,6 +743,22 @@ def test_a_kill_switch_holds_due_runs_until_lifted() -> None:
     assert ready["reason"] == "Scheduling"
 
 
+def test_a_paused_target_holds_due_runs() -> None:
+    kube = make()
+    paused = {"lab"}
+    held = driver(kube)
+    held.target_paused = lambda namespace, name: name in paused
+    at(3.05)
+    run(held.step())
+    assert kube.child_names() == []
+    st = kube.status()
+    assert st["lastSkipped"]["reason"] == "TargetPaused"
+    assert "FaultTarget lab: safety.paused" in st["lastSkipped"]["message"]
+    paused.clear()
+    run(held.step())
+    assert kube.child_names() == [name_at(3)]
+
+
 def test_replace_deletes_the_active_child_first() -> None:
     kube = make(concurrencyPolicy="Replace")
     at(3.05)
