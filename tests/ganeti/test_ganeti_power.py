@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from ganeti_helpers import INST1, INST3, instance_status, run
+from ganeti_helpers import INST1, INST3, cloud_config, instance_status, run
 
 from faultline.drivers.power import PowerError, PowerState, PowerTarget, build_backend
 from faultline.lab import Lab
 from faultline.models.config import PowerConfig
 from faultline.models.errors import ConfigError
+from faultline.models.records import RecordPhase
+from lab_support import recovering_cloud
 
 pytestmark = pytest.mark.lab
 
@@ -64,3 +67,22 @@ def test_unknown_instance_and_bad_args(ganeti_section: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as err:
         build_backend(PowerConfig(driver="ganeti", args={"username": "x"}), 2)
     assert err.value.field.startswith("power[2].args")
+
+
+def test_power_fault_on_an_instance_without_ssh(
+    healthy: Lab, ganeti_section: dict[str, Any], tmp_path: Path
+) -> None:
+    """The lab's instances answer no SSH (their addresses are blackholed on the host), so
+    the power fault verifies recovery through the backend and says so."""
+    config = cloud_config(healthy)
+    config["power"] = [{"driver": "ganeti", "nodes": [INST1], "args": dict(ganeti_section)}]
+    with recovering_cloud(config, tmp_path) as cloud:
+        result = cloud.get_nodes([INST1]).poweroff()
+        (record,) = result.records
+        assert record.previous == {"power": "on", "bootId": None}
+        assert instance_status(healthy, INST1) == "ADMIN_down"
+        recovered = cloud.recover(result)
+        (back,) = recovered.records
+        assert back.phase == RecordPhase.RECOVERED
+        assert "ganeti reports it on" in (back.output or "")
+        assert instance_status(healthy, INST1) == "running"

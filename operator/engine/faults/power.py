@@ -2,7 +2,9 @@
 
 Each records the previous power state (and boot id when the node answered) so recovery
 restores exactly that, and verifies it over SSH: a node is back when it answers with a
-new boot id.
+new boot id. A node that was on but did not answer SSH before the fault (a Ganeti
+instance or a Nova server without SSH access) is verified through its backend instead:
+back when the backend reports it on; the output says so.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class PowerFault(FaultHandler):
             return f"{out}; node answers"
         else:
             out = await backend.reset(target)
+            if boot_id is None:
+                return f"{out}; {await _reported_on(backend, sh)}"
             new = await wait_booted(sh, boot_id)
             return f"{out}; node is back with boot id {new}"
         if await backend.state(target) != PowerState.OFF:
@@ -150,6 +154,18 @@ class PowerFault(FaultHandler):
             return "was off before; left off"
         if await backend.state(target) != PowerState.ON:
             await backend.power_on(target)
-        old = record.previous.get("bootId") if record.action != "reset" else None
-        boot_id = await wait_booted(sh, old)
+        old = record.previous.get("bootId")
+        if "bootId" in record.previous and old is None:  # on, but SSH did not answer then
+            return f"powered on; {await _reported_on(backend, sh)}"
+        boot_id = await wait_booted(sh, old if record.action != "reset" else None)
         return f"powered on; node answers (boot id {boot_id})"
+
+
+async def _reported_on(backend: PowerBackend, sh: NodeShell) -> str:
+    """Verification for a node that did not answer SSH before the fault: its backend."""
+    if await backend.state(sh.power_target) != PowerState.ON:
+        raise CommandFailedError(f"{backend.driver} does not report {sh.node.fqdn} on")
+    return (
+        f"{backend.driver} reports it on (it did not answer SSH before the fault, "
+        "so SSH is not waited for)"
+    )
