@@ -86,3 +86,6 @@ def test_power_fault_on_an_instance_without_ssh(
         assert back.phase == RecordPhase.RECOVERED
         assert "ganeti reports it on" in (back.output or "")
         assert instance_status(healthy, INST1) == "running"
+        reset = cloud.get_nodes([INST1]).reset()
+        assert "ganeti reports it on" in (reset.records[0].output or "")
+        assert instance_status(healthy, INST1) == "running"

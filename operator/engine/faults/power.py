@@ -131,7 +131,7 @@ class PowerFault(FaultHandler):
             return f"{out}; node answers"
         else:
             out = await backend.reset(target)
-            if boot_id is None:
+            if state == PowerState.ON and boot_id is None:  # on, but SSH did not answer
                 return f"{out}; {await _reported_on(backend, sh)}"
             new = await wait_booted(sh, boot_id)
             return f"{out}; node is back with boot id {new}"
