@@ -1,10 +1,10 @@
 """Engines for FaultTargets: spec + Secrets -> private files -> one cached Engine each.
 
 An engine (and its open SSH connections) is reused until the target's spec or one of its
-Secrets changes (or rediscovery finds other nodes). A replaced engine is closed
-RETIRED_GRACE_SECONDS later: a step that took it before the change may still be using it.
-Secret contents go to files in a private directory (0700 / 0600); they
-never reach status, Events or logs.
+Secrets changes (or rediscovery finds other nodes). A replaced engine is closed at the
+first call RETIRED_GRACE_SECONDS later (every step and every rediscovery calls): a step that
+took it before the change may still be using it. Secret contents go to files in a private
+directory (0700 / 0600); they never reach status, Events or logs.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class Targets:
     ) -> tuple[Engine, FaultTargetSpec]:
         """The target's engine, rebuilt when the spec or a Secret changed; `rediscover` also
         rebuilds it when nodes come from a cloud API (Nova, Ganeti), to see new nodes."""
+        await self._close_retired()
         spec = parse_target_spec(raw_spec)
         files, versions = await self._secret_files(namespace, name, spec)
         key = hashlib.sha256(
@@ -99,7 +100,6 @@ class Targets:
         if cached is not None and cached[0] == key and found.nodes == cached[1].config.nodes:
             return cached[1], spec  # rediscovered, nothing changed: keep its connections
         engine = Engine(found)
-        await self._close_retired()
         if cached is not None:
             self._retired.append((time.monotonic(), cached[1]))
         self._engines[(namespace, name)] = (key, engine)
@@ -133,27 +133,12 @@ class Targets:
             field: (ref, f"spec.ssh.{_camel(field)}")
             for field, ref in spec.ssh.secret_refs().items()
         }
-        if spec.openstack is not None:
-            if spec.openstack.clouds_secret is not None:
-                refs["openstack:clouds_file"] = (
-                    spec.openstack.clouds_secret,
-                    "spec.openstack.cloudsSecret",
-                )
-            if spec.openstack.password_secret is not None:
-                refs["openstack:password_file"] = (
-                    spec.openstack.password_secret,
-                    "spec.openstack.passwordSecret",
-                )
-            if spec.openstack.ca_secret is not None:
-                refs["openstack:ca_file"] = (spec.openstack.ca_secret, "spec.openstack.caSecret")
-        if spec.ganeti is not None:
-            if spec.ganeti.password_secret is not None:
-                refs["ganeti:password_file"] = (
-                    spec.ganeti.password_secret,
-                    "spec.ganeti.passwordSecret",
-                )
-            if spec.ganeti.ca_secret is not None:
-                refs["ganeti:ca_file"] = (spec.ganeti.ca_secret, "spec.ganeti.caSecret")
+        for section_name, section in (("openstack", spec.openstack), ("ganeti", spec.ganeti)):
+            for attr in ("clouds_secret", "password_secret", "ca_secret"):
+                ref = getattr(section, attr, None)
+                if ref is not None:
+                    field = attr.replace("_secret", "_file")
+                    refs[f"{section_name}:{field}"] = (ref, f"spec.{section_name}.{_camel(field)}")
         for i, power in enumerate(spec.power):
             for key in ("cloudsSecret", "passwordSecret", "caSecret"):
                 raw = power.args.get(key)

@@ -77,6 +77,12 @@ def test_replaced_engines_close_their_connections_after_the_grace(
             third, _ = await targets.engine_for_body(NAMESPACE, "engines", spec)
             assert third is not second and targets.retired == 1  # `second` waits its turn
             assert await settled(lab, before + nodes) == before + nodes  # `first` is closed
+            assert all(check.reachable for check in await third.verify())
+            assert await settled(lab, before + 2 * nodes) == before + 2 * nodes
+            # No further change needed: the next call (a step, a rediscovery) closes `second`.
+            again, _ = await targets.engine_for_body(NAMESPACE, "engines", spec)
+            assert again is third and targets.retired == 0
+            assert await settled(lab, before + nodes) == before + nodes
         finally:
             await targets.close()
             await client.close()
