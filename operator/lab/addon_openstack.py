@@ -129,7 +129,10 @@ def _in_netns(netns: str, argv: list[str]) -> list[str]:
 def port_open_in(netns: str, port: int) -> bool:
     """Whether something accepts TCP on 127.0.0.1:`port` inside `netns`."""
     probe = f"exec 3<>/dev/tcp/{cfg.ADDRESS}/{port}"
-    done = run(_in_netns(netns, ["bash", "-c", probe]), check=False, timeout=5)
+    try:
+        done = run(_in_netns(netns, ["bash", "-c", probe]), check=False, timeout=5)
+    except LabError:  # timed out: not listening yet, as far as the waiter is concerned
+        return False
     return done.returncode == 0
 
 
